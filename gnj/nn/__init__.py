@@ -1,0 +1,6 @@
+"""Layers: norms, convs, initializers, activations, online norm, noise.
+
+Importing this package registers every layer in ``gnj.registry``.
+"""
+
+from gnj.nn import activations, conv, inits, norms  # noqa: F401

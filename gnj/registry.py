@@ -1,0 +1,112 @@
+"""One registry type for every axis of variation (norms, inits, activations, models, ...).
+
+A config names an entry by string with inline keyword arguments::
+
+    NORMS.lookup("group(groups=8)")          # -> functools.partial(GroupNorm, groups=8)
+    INITS.lookup("delta_orthogonal(gain=1.41)")
+
+Arguments are Python literals (numbers, strings, tuples, lists, dicts, booleans, None), parsed
+with ``ast.literal_eval``; nothing in a spec is executed. Unknown names raise a ``ValueError``
+that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"name(k=v, ...)"`` into ``("name", {k: v})``.
+
+    Raises:
+      ValueError: if the spec is not a call with literal keyword arguments.
+    """
+    text = spec.strip()
+    if not text:
+        raise ValueError("empty registry spec")
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse registry spec {spec!r}: {e.msg}") from None
+    if isinstance(node, ast.Name):
+        return node.id, {}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.args:
+            raise ValueError(
+                f"registry spec {spec!r}: use keyword arguments only, e.g. name(k=v)")
+        kwargs = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise ValueError(f"registry spec {spec!r}: **kwargs are not allowed")
+            try:
+                kwargs[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError:
+                raise ValueError(
+                    f"registry spec {spec!r}: argument {kw.arg!r} is not a literal") from None
+        return node.func.id, kwargs
+    raise ValueError(f"registry spec {spec!r} must look like 'name' or 'name(k=v, ...)'")
+
+
+class Registry:
+    """A named table of factories (classes or functions) of one kind."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str | None = None, *aliases: str) -> Callable:
+        """Decorator: ``@NORMS.register("batch")``. The default name is the object's name."""
+
+        def decorator(obj: Callable[..., Any]) -> Callable[..., Any]:
+            for key in (name or obj.__name__, *aliases):
+                if key in self._entries and self._entries[key] is not obj:
+                    raise ValueError(f"{self.kind} {key!r} is already registered")
+                self._entries[key] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The registered factory called ``name`` (no arguments applied)."""
+        if name not in self._entries:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def lookup(self, spec: str, **defaults: Any) -> functools.partial:
+        """``functools.partial`` of the named factory with the spec's arguments.
+
+        ``defaults`` are applied first, so arguments written in the spec win over them.
+        """
+        name, kwargs = parse_spec(spec)
+        return functools.partial(self.get(name), **{**defaults, **kwargs})
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+NORMS = Registry("norm")
+CONVS = Registry("conv")
+INITS = Registry("init")
+ACTIVATIONS = Registry("activation")
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+
+def spec_name(spec: str) -> str:
+    """The entry name of a spec: ``spec_name("group(groups=8)") == "group"``."""
+    return parse_spec(spec)[0]
