@@ -1,0 +1,47 @@
+"""Orbax checkpoints of the whole :class:`~gnj.state.TrainState` in ``<workdir>/checkpoints``.
+
+Saved every ``checkpoint_every_steps``, at the end, and on SIGTERM (preemption); the last
+``keep_checkpoints`` are kept. Orbax writes each step into a temporary directory and renames it
+when complete, so a run killed mid-save leaves no checkpoint that :func:`restore_latest` would pick
+up. Restore reproduces the saved arrays bit for bit with the shardings of the target state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(workdir: str, save_every: int, keep: int, async_save: bool = True
+            ) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=max(save_every, 1), max_to_keep=max(keep, 1), create=True,
+        enable_async_checkpointing=async_save)
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                 options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, force: bool = False) -> bool:
+    return mngr.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, target: Any) -> tuple[Any, int] | None:
+    """``(state, step)`` of the newest complete checkpoint, or None. ``target`` gives the
+    structure, dtypes and shardings (concrete arrays or ``jax.ShapeDtypeStruct``s)."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        target)
+    try:
+        state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # a corrupt or incompatible checkpoint: say which and why
+        raise RuntimeError(
+            f"checkpoint at step {step} in {mngr.directory} cannot be restored into this "
+            f"config's state ({type(e).__name__}: {e}). Use a fresh --workdir, or delete that "
+            f"step directory to fall back to an older checkpoint.") from e
+    return state, step

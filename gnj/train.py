@@ -1,0 +1,295 @@
+"""The training loop: one jitted, sharded train step for every model, norm and dataset.
+
+``train_and_evaluate(config, workdir)`` builds data, model, optimizer and mesh from the config,
+restores the latest checkpoint in ``workdir`` if there is one, and trains to ``total_steps``,
+logging every ``log_every_steps``, evaluating every ``eval_every_steps`` and checkpointing every
+``checkpoint_every_steps`` (and on SIGTERM). Nothing here knows a specific model or layer:
+every non-param collection is model state carried generically (see ``docs/INTERFACES.md``):
+
+- ordinary collections (``batch_stats``, ...) are mutable in the training apply;
+- ``backward_state`` is differentiated, and its cotangent becomes its new value (state written
+  by a layer's backward pass, e.g. Online Normalization's u and v);
+- ``intermediates`` / ``perturbations`` are transient.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from gnj import checkpoint, data as data_lib, models, optim, sharding
+from gnj.metrics import MetricWriter
+from gnj.state import BACKWARD_STATE, RNG_STREAMS, TrainState, split_variables
+
+Batch = dict[str, jax.Array]
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy with integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def mixup(x: jax.Array, labels: jax.Array, key: jax.Array, alpha: float):
+    """Mixup (Zhang et al.) as in the references: one λ ~ Beta(α, α) per batch, a random pairing.
+
+    Returns ``(mixed x, labels_a, labels_b, λ)``; the loss is λ·CE(a) + (1−λ)·CE(b).
+    """
+    lam_key, perm_key = jax.random.split(key)
+    lam = jax.random.beta(lam_key, alpha, alpha)
+    perm = jax.random.permutation(perm_key, x.shape[0])
+    return lam * x + (1 - lam) * x[perm], labels, labels[perm], lam
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _rngs(key: jax.Array) -> dict[str, jax.Array]:
+    return dict(zip(RNG_STREAMS, jax.random.split(key, len(RNG_STREAMS))))
+
+
+def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable,
+                    lr_schedule: optax.Schedule, mixup_alpha: float = 0.0) -> Callable:
+    """``step(state, batch) -> (state, metrics)``: one SGD step on the global batch."""
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        key = jax.random.fold_in(state.rng, state.step)
+        aug_key, mix_key, model_key = jax.random.split(key, 3)
+        x = preprocess(batch["image"], aug_key)
+        labels_a = labels_b = batch["label"]
+        lam = jnp.float32(1.0)
+        if mixup_alpha > 0:
+            x, labels_a, labels_b, lam = mixup(x, batch["label"], mix_key, mixup_alpha)
+
+        carried = {k: v for k, v in state.model_state.items() if k != BACKWARD_STATE}
+        backward = state.model_state.get(BACKWARD_STATE, {})
+
+        def loss_fn(params, backward_state):
+            variables = {"params": params, **carried}
+            if backward_state:
+                variables[BACKWARD_STATE] = backward_state
+            logits, new_state = model.apply(variables, x, train=True, mutable=list(carried),
+                                            rngs=_rngs(model_key))
+            ce = lam * cross_entropy(logits, labels_a) + (1 - lam) * cross_entropy(logits, labels_b)
+            return jnp.mean(ce), (logits, new_state)
+
+        (loss, (logits, new_state)), (grads, new_backward) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(state.params, backward)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        model_state = dict(new_state)
+        if backward:
+            model_state[BACKWARD_STATE] = new_backward
+        pred = jnp.argmax(logits, -1)
+        acc = lam * jnp.mean(pred == labels_a) + (1 - lam) * jnp.mean(pred == labels_b)
+        metrics = {"train/loss": loss, "train/accuracy": acc,
+                   "train/lr": lr_schedule(state.step), "train/grad_norm": optax.global_norm(grads)}
+        new = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                            opt_state=opt_state)
+        return new, metrics
+
+    return step
+
+
+def make_eval_step(model, preprocess: Callable) -> Callable:
+    """``eval_step(state, batch) -> sums`` of loss, correct predictions and count (masked)."""
+
+    def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        x = preprocess(batch["image"], None)
+        logits = model.apply(state.variables(), x, train=False)
+        mask = batch["mask"]
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        return {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+                "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+
+    return eval_step
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def init_state(model, tx, input_shape: tuple[int, ...], seed: int) -> TrainState:
+    """Initial state (params, model state, optimizer state) from ``seed``; pure, jittable."""
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    variables = model.init({"params": init_key, **_rngs(init_key)}, dummy, train=False)
+    params, model_state = split_variables(variables)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), rng=train_key)
+
+
+def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    if config.get("num_steps", 0) > 0:
+        return int(config.num_steps)
+    return int(round(config.num_epochs * steps_per_epoch))
+
+
+IDENTITY_KEYS = ("model", "dataset.name")
+
+
+def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in IDENTITY_KEYS:
+        value: Any = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuse a workdir that holds a run of a different model or dataset; write config.json."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if _identity(old) != _identity(new):
+            raise ValueError(
+                f"workdir {workdir!r} holds a run of a different model or dataset:\n"
+                f"  there: {_identity(old)}\n  now:   {_identity(new)}\n"
+                "Use another --workdir (nothing in this one was changed).")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(new, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps (save, then exit)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _build_hooks(config, model) -> list[tuple[int, Callable]]:
+    """Periodic analysis hooks ``(every_steps, fn(state, batch) -> scalars)`` from the config."""
+    analysis = config.get("analysis", {}) or {}
+    hooks: list[tuple[int, Callable]] = []
+    every = int(analysis.get("probe_every_steps", 0))
+    if every > 0:
+        from gnj.analysis import probes
+
+        hooks.append((every, probes.build_probe(config, model)))
+    return hooks
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Train ``config`` in ``workdir`` (resuming if it has a checkpoint); final eval metrics."""
+    sharding.check_batch_size(config.batch_size)
+    sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
+    ds = data_lib.load(config.dataset.name, config.dataset.get("data_dir"),
+                       num_seg=config.dataset.get("num_seg", 2))
+    model = models.build(config.model, ds.num_classes)
+    check_workdir(config, workdir)
+
+    batches = data_lib.TrainBatches(ds, config.batch_size, config.seed, jax.process_index(),
+                                    jax.process_count())
+    steps = total_steps(config, batches.steps_per_epoch)
+    tx, lr_schedule = optim.build(config.optim, batches.steps_per_epoch, steps)
+    mesh = sharding.make_mesh()
+    rep, bat = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+
+    aug_cfg = config.dataset.get("augment", {}) or {}
+    augment = data_lib.Augment(**dict(aug_cfg)) if aug_cfg else None
+    mean, std = jnp.asarray(ds.mean), jnp.asarray(ds.std)
+
+    def train_pre(x, key):
+        return data_lib.preprocess(x, mean, std, ds.is_image, augment, key)
+
+    def eval_pre(x, key):
+        return data_lib.preprocess(x, mean, std, ds.is_image)
+
+    state = jax.jit(functools.partial(init_state, model, tx, ds.input_shape, config.seed),
+                    out_shardings=rep)()
+    mngr = checkpoint.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints,
+                              async_save=config.get("async_checkpointing", True))
+    restored = checkpoint.restore_latest(mngr, state)
+    start = 0
+    if restored is not None:
+        state, start = restored
+        print(f"resumed from checkpoint at step {start} in {workdir}", flush=True)
+
+    train_step = jax.jit(make_train_step(model, tx, train_pre, lr_schedule,
+                                         config.get("mixup_alpha", 0.0)),
+                         in_shardings=(rep, bat), out_shardings=(rep, rep), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, eval_pre), in_shardings=(rep, bat),
+                        out_shardings=rep)
+    hooks = _build_hooks(config, model)
+    writer = MetricWriter(workdir, start, steps, quiet=config.get("quiet", False))
+
+    def evaluate(st: TrainState) -> dict[str, float]:
+        sums = None
+        for b in data_lib.eval_batches(ds, config.eval_batch_size, jax.process_index(),
+                                       jax.process_count()):
+            out = eval_step(st, sharding.global_batch(b, mesh))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = jax.device_get(sums)
+        return {"eval/loss": sums["loss"] / sums["count"],
+                "eval/accuracy": sums["correct"] / sums["count"]}
+
+    def host_batches():
+        for s in range(start, steps):
+            yield sharding.global_batch(batches.local_batch(s), mesh)
+
+    log_every, eval_every = config.log_every_steps, config.eval_every_steps
+    acc, n_acc, final, probed = None, 0, {}, {}
+    with _Preemption() as preempt:
+        for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
+            state, m = train_step(state, batch)
+            acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
+            n_acc += 1
+            done = s + 1
+            for every, hook in hooks:  # probe values join the next logged record
+                if done % every == 0:
+                    probed.update(hook(state, batch))
+            if done % log_every == 0 or done == steps:
+                record = {k: v / n_acc for k, v in jax.device_get(acc).items()}
+                record.update(probed)
+                probed = {}
+                if done % eval_every == 0 or done == steps:
+                    record.update(evaluate(state))
+                    final = record
+                writer.write(done, record)
+                acc, n_acc = None, 0
+            checkpoint.save(mngr, done, state, force=done == steps or preempt.requested)
+            if preempt.requested:
+                print(f"SIGTERM: checkpoint saved at step {done}; exiting", flush=True)
+                break
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+    if not final:
+        final = evaluate(state)
+    return {k: float(v) for k, v in final.items()}
