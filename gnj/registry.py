@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,9 +54,16 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 class Registry:
     """A named table of factories (classes or functions) of one kind."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, populated_by: str | None = None):
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._populated_by = populated_by
+
+    def _populate(self) -> None:
+        """Import the package whose modules register this registry's entries (once)."""
+        if self._populated_by is not None:
+            module, self._populated_by = self._populated_by, None
+            importlib.import_module(module)
 
     def register(self, name: str | None = None, *aliases: str) -> Callable:
         """Decorator: ``@NORMS.register("batch")``. The default name is the object's name."""
@@ -71,6 +79,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         """The registered factory called ``name`` (no arguments applied)."""
+        self._populate()
         if name not in self._entries:
             raise ValueError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
@@ -85,26 +94,29 @@ class Registry:
         return functools.partial(self.get(name), **{**defaults, **kwargs})
 
     def names(self) -> list[str]:
+        self._populate()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
+        self._populate()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._populate()
         return len(self._entries)
 
 
-NORMS = Registry("norm")
-CONVS = Registry("conv")
-INITS = Registry("init")
-ACTIVATIONS = Registry("activation")
-MODELS = Registry("model")
-DATASETS = Registry("dataset")
-OPTIMIZERS = Registry("optimizer")
-SCHEDULES = Registry("schedule")
+NORMS = Registry("norm", "gnj.nn")
+CONVS = Registry("conv", "gnj.nn")
+INITS = Registry("init", "gnj.nn")
+ACTIVATIONS = Registry("activation", "gnj.nn")
+MODELS = Registry("model", "gnj.models")
+DATASETS = Registry("dataset", "gnj.data")
+OPTIMIZERS = Registry("optimizer", "gnj.optim")
+SCHEDULES = Registry("schedule", "gnj.optim")
 
 
 def spec_name(spec: str) -> str:

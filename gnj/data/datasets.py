@@ -86,6 +86,17 @@ class DatasetNotPreparedError(FileNotFoundError):
     """A TFDS dataset that must be downloaded is not in the data dir."""
 
 
+def _not_prepared(spec: DatasetSpec, data_dir: str) -> DatasetNotPreparedError:
+    return DatasetNotPreparedError(
+        f"TFDS dataset {spec.tfds_name!r} is not prepared in data dir {data_dir!r}. "
+        f"Prepare it once on a machine with internet access:\n"
+        f"    tfds build {spec.tfds_name} --data_dir={data_dir}\n"
+        f"(or python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.builder('{spec.tfds_name}', data_dir='{data_dir}').download_and_prepare()\"),"
+        f" then copy {os.path.join(data_dir, spec.tfds_name)} here, or point "
+        f"--config.dataset.data_dir (or $TFDS_DATA_DIR) at a directory that has it.")
+
+
 def _builder(spec: DatasetSpec, data_dir: str):
     import tensorflow_datasets as tfds
 
@@ -94,17 +105,7 @@ def _builder(spec: DatasetSpec, data_dir: str):
         if not builder.is_prepared():
             builder.download_and_prepare()  # generated locally, no network
         return builder
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    if not builder.is_prepared():
-        raise DatasetNotPreparedError(
-            f"TFDS dataset {spec.tfds_name!r} is not prepared in data dir {data_dir!r}. "
-            f"Prepare it once on a machine with internet access:\n"
-            f"    tfds build {spec.tfds_name} --data_dir={data_dir}\n"
-            f"(or python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.builder('{spec.tfds_name}', data_dir='{data_dir}').download_and_prepare()\"),"
-            f" then copy {os.path.join(data_dir, spec.tfds_name)} here, or point "
-            f"--config.dataset.data_dir (or $TFDS_DATA_DIR) at a directory that has it.")
-    return builder
+    return tfds.builder(spec.tfds_name, data_dir=data_dir)
 
 
 def _read_split(builder, split: str, spec: DatasetSpec, shard: tuple[int, int] | None = None):
@@ -113,7 +114,12 @@ def _read_split(builder, split: str, spec: DatasetSpec, shard: tuple[int, int] |
 
     if shard is not None:
         split = tfds.even_splits(split, n=shard[1])[shard[0]]
-    ds = builder.as_dataset(split=split, batch_size=1024, shuffle_files=False)
+    try:
+        ds = builder.as_dataset(split=split, batch_size=1024, shuffle_files=False)
+    except Exception as e:  # TFDS raises AssertionError / FileNotFoundError when unprepared
+        if not builder.is_prepared():
+            raise _not_prepared(spec, str(builder.data_dir_root)) from e
+        raise
     xs, ys = [], []
     for ex in tfds.as_numpy(ds):
         xs.append(np.asarray(ex[spec.image_key]))

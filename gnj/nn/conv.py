@@ -8,13 +8,30 @@ standardisation, weight norm) register here too, so any model can use them throu
 
 Padding is explicit (PyTorch's symmetric ``padding=k//2``), never 'SAME', so strided convs
 match the references exactly.
+
+Reparametrised convs store the raw kernel ``kernel`` (shape ``(kh, kw, in/groups, out)``) and
+recompute the effective kernel from it at every call. A *filter* is one output channel, i.e.
+one slice ``kernel[..., f]``; its fan-in is ``kh·kw·in/groups``. With ``kernel_size=()`` they
+are dense layers (kernel ``(in, out)``, ``y = x·W + b``), reparametrised the same way.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from gnj.registry import CONVS
+
+Dtype = Any
+PaddingLike = str | int | Sequence[int | tuple[int, int]]
+
+#: √(2π/(π−1)) = 1/std(relu(z)), z ~ N(0, 1): the ReLU gain of NF-nets' scaled WS.
+RELU_SWS_GAIN = math.sqrt(2 * math.pi / (math.pi - 1))
 
 
 def torch_padding(kernel_size: int, padding: int | None = None) -> tuple[tuple[int, int], ...]:
@@ -26,3 +43,190 @@ def torch_padding(kernel_size: int, padding: int | None = None) -> tuple[tuple[i
 @CONVS.register("plain", "naive", "conv")
 class Conv(nn.Conv):
     """``flax.linen.Conv`` unchanged: the plain convolution."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight-reparametrised convs
+
+
+def filter_axes(kernel: jax.Array) -> tuple[int, ...]:
+    """The axes of one filter: all but the last (output) axis."""
+    return tuple(range(kernel.ndim - 1))
+
+
+def _tuple(v: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return (v,) * n if isinstance(v, int) else tuple(v)
+
+
+class ReparamConv(nn.Module):
+    """A convolution whose kernel is ``reparam(raw kernel)``; the base of the weight reparams.
+
+    Fields mirror ``flax.linen.Conv`` (``padding``: 'SAME' / 'VALID', an int, or explicit
+    ``(lo, hi)`` pairs per spatial axis). Subclasses implement :meth:`reparam`, which may create
+    parameters of its own (gains).
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: PaddingLike = "SAME"
+    input_dilation: int | Sequence[int] = 1
+    kernel_dilation: int | Sequence[int] = 1
+    feature_group_count: int = 1
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+    kernel_init: Callable = nn.linear.default_kernel_init
+    bias_init: Callable = nn.initializers.zeros
+
+    def reparam(self, kernel: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        path = "/".join(str(p) for p in self.path) if self.scope is not None else ""
+        return f"{type(self).__name__} {path!r}" if path else type(self).__name__
+
+    def _padding(self, n: int) -> str | list[tuple[int, int]]:
+        pad = self.padding
+        if isinstance(pad, str):
+            if pad.upper() not in ("SAME", "VALID", "SAME_LOWER"):
+                raise ValueError(f"{self._where()}: padding {pad!r}; valid: 'SAME', 'VALID', "
+                                 "'SAME_LOWER', an int or (lo, hi) pairs")
+            return pad.upper()
+        if isinstance(pad, int):
+            return [(pad, pad)] * n
+        pairs = [(p, p) if isinstance(p, int) else tuple(p) for p in pad]
+        if len(pairs) != n:
+            raise ValueError(f"{self._where()}: padding {pad!r} has {len(pairs)} entries for "
+                             f"{n} spatial axes")
+        return pairs
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        ks = _tuple(self.kernel_size, 1) if isinstance(self.kernel_size, int) else tuple(
+            self.kernel_size)
+        n = len(ks)
+        if x.ndim != n + 2:
+            raise ValueError(f"{self._where()}: kernel_size {ks} needs input with {n + 2} axes "
+                             f"(N, {n} spatial, C); got shape {x.shape}")
+        cin, groups = x.shape[-1], self.feature_group_count
+        if groups < 1 or cin % groups or self.features % groups:
+            raise ValueError(
+                f"{self._where()}: feature_group_count={groups} must divide both the {cin} input "
+                f"channels and the {self.features} output features")
+        if n == 0 and groups != 1:
+            raise ValueError(f"{self._where()}: a dense layer (kernel_size=()) has no groups; "
+                             f"got feature_group_count={groups}")
+        raw = self.param("kernel", self.kernel_init, ks + (cin // groups, self.features),
+                         self.param_dtype)
+        kernel = self.reparam(raw)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if n == 0:
+            y = jnp.dot(x, kernel, precision=self.precision)
+        else:
+            dn = jax.lax.ConvDimensionNumbers(
+                lhs_spec=(0, n + 1, *range(1, n + 1)),
+                rhs_spec=(n + 1, n, *range(n)),
+                out_spec=(0, n + 1, *range(1, n + 1)))
+            y = jax.lax.conv_general_dilated(
+                x, kernel, window_strides=_tuple(self.strides, n), padding=self._padding(n),
+                lhs_dilation=_tuple(self.input_dilation, n),
+                rhs_dilation=_tuple(self.kernel_dilation, n), dimension_numbers=dn,
+                feature_group_count=groups, precision=self.precision)
+        return y if bias is None else y + bias
+
+
+@CONVS.register("centered", "weight_centered", "wc")
+class CenteredConv(ReparamConv):
+    """Weight centring: W_f ← W_f − mean(W_f) per filter, at every call.
+
+    GNEDNN ``CenterConv2d`` (REFERENCE.md §1.8) and Beyond-BatchNorm ``WCConv2d`` (§2.4).
+    """
+
+    def reparam(self, kernel: jax.Array) -> jax.Array:
+        return kernel - jnp.mean(kernel, filter_axes(kernel), keepdims=True)
+
+
+@CONVS.register("normed", "wn_chen")
+class NormedConv(ReparamConv):
+    """Chen's weight standardisation ("new configuration of WN"): (W_f − μ_f)·gain/(√n·s_f).
+
+    GNEDNN ``WnConv2d`` used as ``--conv=normed`` (REFERENCE.md §1.8): μ_f and s_f are the mean
+    and the *unbiased* (torch.std) standard deviation of filter f, n its fan-in, gain = √2. No
+    eps, as in the reference.
+    """
+
+    gain: float = math.sqrt(2.0)
+
+    def reparam(self, kernel: jax.Array) -> jax.Array:
+        axes = filter_axes(kernel)
+        n = math.prod(kernel.shape[:-1])
+        centred = kernel - jnp.mean(kernel, axes, keepdims=True)
+        std = jnp.sqrt(jnp.sum(jnp.square(centred), axes, keepdims=True) / (n - 1))
+        return centred * (self.gain / math.sqrt(n)) / std
+
+
+@CONVS.register("sws", "scaled_ws")
+class ScaledStdConv(ReparamConv):
+    """Scaled weight standardisation: W_f ← gain·g_f·(W_f − μ_f)/((σ_f + eps)·√n).
+
+    NF-net ``ScaledStdConv2d`` as used by Beyond-BatchNorm (REFERENCE.md §2.4): σ_f the *biased*
+    std of filter f, eps = 1e-5 added to σ (not under the root), n the fan-in, gain =
+    √(2π/(π−1)) (the ReLU gain), g (param ``g``) a learnable per-filter gain, init 1.
+    """
+
+    gain: float = RELU_SWS_GAIN
+    epsilon: float = 1e-5
+
+    def reparam(self, kernel: jax.Array) -> jax.Array:
+        axes = filter_axes(kernel)
+        n = math.prod(kernel.shape[:-1])
+        centred = kernel - jnp.mean(kernel, axes, keepdims=True)
+        std = jnp.sqrt(jnp.mean(jnp.square(centred), axes, keepdims=True))
+        g = self.param("g", nn.initializers.ones, (self.features,), self.param_dtype)
+        return centred / (std + self.epsilon) * (g * (self.gain / math.sqrt(n)))
+
+
+_WN_VARIANTS = ("lubana", "torch")
+
+
+@CONVS.register("weight_norm")
+class WeightNormConv(ReparamConv):
+    """Weight normalization (Salimans & Kingma 2016): W_f ← g_f·W_f/(‖W_f‖₂ + eps) per filter.
+
+    Two variants, by ``variant``:
+
+    - ``"lubana"`` (default; Beyond-BatchNorm ``WN_self``, REFERENCE.md §2.4): g init 1 and
+      eps = 1e-5, so the initial effective filters have unit norm. The reference pairs it with
+      the scaled ReLU ``act="wn_scaled_relu"`` and no norm.
+    - ``"torch"`` (PyTorch ``nn.utils.weight_norm(dim=0)``, used by GNEDNN's ``norm_fn='wn'``,
+      §1.5/§1.8; also registered as ``weight_norm_torch``): g initialised to ‖W_f‖ of the initial
+      kernel, so the initial effective kernel equals the initialised one, and eps = 0.
+
+    ``epsilon=None`` picks the variant's eps. The gain is the parameter ``g`` (one per filter).
+    """
+
+    variant: str = "lubana"
+    epsilon: float | None = None
+
+    def reparam(self, kernel: jax.Array) -> jax.Array:
+        if self.variant not in _WN_VARIANTS:
+            raise ValueError(f"{self._where()}: variant {self.variant!r}; valid: {_WN_VARIANTS}")
+        torch_style = self.variant == "torch"
+        eps = (0.0 if torch_style else 1e-5) if self.epsilon is None else self.epsilon
+        norm = jnp.sqrt(jnp.sum(jnp.square(kernel), filter_axes(kernel)))
+        if torch_style:
+            g = self.param("g", lambda _: norm.astype(self.param_dtype))
+        else:
+            g = self.param("g", nn.initializers.ones, (self.features,), self.param_dtype)
+        return kernel * (g / (norm + eps))
+
+
+@CONVS.register("weight_norm_torch")
+class WeightNormConvTorch(WeightNormConv):
+    """:class:`WeightNormConv`, ``variant="torch"``: ``nn.utils.weight_norm``, g = ‖W‖ at init."""
+
+    variant: str = "torch"

@@ -1,19 +1,29 @@
 """Activation normalization layers, registered by name in ``gnj.registry.NORMS``.
 
 Protocol shared by every norm: a registered factory takes keyword options and returns a Flax
-module called as ``norm(x, train)`` on channel-last input (``(N, C)`` or ``(N, H, W, C)``).
-State that is not a parameter (running statistics) lives in the ``batch_stats`` collection and
-is updated only when ``train`` is true and the module is not initializing. A class attribute
-``needs_batch_stats`` says whether the norm couples the samples of a batch.
+module called as ``norm(x, train)`` on channel-last input (``(N, C)`` or ``(N, H, W, C)``; any
+number of spatial axes between the batch and the channel axis works). State that is not a
+parameter (running statistics) lives in the ``batch_stats`` collection and is updated only when
+``train`` is true and the module is not initializing. A class attribute ``needs_batch_stats``
+says whether the norm couples the samples of a batch.
 
-BatchNorm follows PyTorch ``nn.BatchNorm2d`` (REFERENCE.md §6): biased batch variance for the
-output, running stats ``r ← (1−m)·r + m·batch`` with momentum m = 0.1 and the *unbiased* batch
-variance for the running variance; eval uses the running statistics.
+Conventions shared by every norm here (docs/norms.md has the full table):
+
+- ``momentum`` is always the weight of the *new batch value* in the running average,
+  ``r ← (1 − m)·r + m·batch`` (PyTorch's convention). The Beyond-BatchNorm code (REFERENCE.md
+  §2.4) writes ``r ← 0.9·r + 0.1·batch``, which is ``momentum=0.1`` here.
+- Statistics are computed in at least float32 (float64 inputs stay float64) and the output is
+  cast back to the input dtype. ``param_dtype`` is the dtype of parameters *and* running
+  statistics (float32 by default; the float64 tests pass ``jnp.float64``).
+- Affine parameters ``scale`` (γ, init ``scale_init``) and ``bias`` (β, init 0) are per channel.
+- Bad options raise a ``ValueError`` naming the layer, the value and the channel / batch count,
+  at the first call (init), never deep inside XLA.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -21,10 +31,90 @@ import jax.numpy as jnp
 
 from gnj.registry import NORMS
 
+Dtype = Any
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+
 
 def reduction_axes(x: jax.Array) -> tuple[int, ...]:
     """Every axis but the channel axis (the last)."""
     return tuple(range(x.ndim - 1))
+
+
+def spatial_axes(x: jax.Array) -> tuple[int, ...]:
+    """The axes between the batch axis (first) and the channel axis (last)."""
+    return tuple(range(1, x.ndim - 1))
+
+
+def p_grouping(width: int, p: float) -> int:
+    """Beyond-BatchNorm's group-count rule (REFERENCE.md §2.2): ``int(p)`` if p > 1 else ⌈width·p⌉.
+
+    p > 1 is the number of groups; p ≤ 1 is the inverse group size (p = 1: one channel per group,
+    i.e. InstanceNorm; tiny p: one group, i.e. LayerNorm). The float product is rounded up
+    exactly as written in the reference.
+    """
+    return int(p) if p > 1 else math.ceil(width * p)
+
+
+def _label(module: nn.Module) -> str:
+    """``"GroupNorm 'stage1_block0/norm1'"``: the class and where it sits in the model."""
+    path = "/".join(str(p) for p in module.path) if module.scope is not None else ""
+    return f"{type(module).__name__} {path!r}" if path else type(module).__name__
+
+
+def _compute_dtype(x: jax.Array) -> Dtype:
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def _channels(module: nn.Module, x: jax.Array) -> int:
+    if x.ndim < 2:
+        raise ValueError(
+            f"{_label(module)}: input of shape {x.shape} has no channel axis; expected "
+            "channel-last (N, C) or (N, H, W, C)")
+    return x.shape[-1]
+
+
+def _spatial_size(module: nn.Module, x: jax.Array, minimum: int = 1) -> int:
+    """H·W (product of the spatial axes); a ValueError when below ``minimum`` or absent."""
+    size = math.prod(x.shape[1:-1])
+    if x.ndim < 3 or size < minimum:
+        raise ValueError(
+            f"{_label(module)}: needs channel-last input with spatial axes of at least {minimum} "
+            f"element(s) per channel, e.g. (N, H, W, C); got shape {x.shape}")
+    return size
+
+
+def _ema(var: nn.Variable, batch_value: jax.Array, momentum: float) -> None:
+    var.value = (1 - momentum) * var.value + momentum * batch_value.astype(var.value.dtype)
+
+
+def _moments(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Mean and *biased* variance over ``axes`` (keepdims)."""
+    mean = jnp.mean(xf, axes, keepdims=True)
+    return mean, jnp.mean(jnp.square(xf - mean), axes, keepdims=True)
+
+
+class _Affine(nn.Module):
+    """Base with the per-channel affine ``y·γ + β`` shared by the norms."""
+
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    scale_init: float = 1.0
+    param_dtype: Dtype = jnp.float32
+
+    def _affine(self, y: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        if self.use_scale:
+            y = y * self.param("scale", nn.initializers.constant(self.scale_init), shape,
+                               self.param_dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, shape, self.param_dtype)
+        return y
+
+
+# ------------------------------------------------------------------------------------------------
+# Identity
 
 
 @NORMS.register("none", "identity", "plain")
@@ -38,42 +128,441 @@ class NoNorm(nn.Module):
         return x
 
 
+# ------------------------------------------------------------------------------------------------
+# Batch-coupled norms
+
+
+_BN_CONVENTIONS = ("torch", "lubana")
+
+
 @NORMS.register("batch", "bn")
-class BatchNorm(nn.Module):
-    """y = γ·(x − μ_B)/√(σ²_B + eps) + β over all axes but the channel (PyTorch convention)."""
+class BatchNorm(_Affine):
+    """y = γ·(x − μ_B)/√(σ²_B + eps) + β over all axes but the channel; σ²_B biased.
+
+    Two running-statistics conventions (REFERENCE.md §6), chosen by ``convention``:
+
+    - ``"torch"`` (default; PyTorch ``nn.BatchNorm2d``, seeds 1, 3, 4, 5): running mean starts at
+      0, running variance at 1, and the running variance averages the *unbiased* batch variance.
+    - ``"lubana"`` (Beyond-BatchNorm ``BN_self``, REFERENCE.md §2.4, also registered as
+      ``batch_lubana``): the running variance averages the *biased* batch variance and the
+      running mean starts at **one** [as-written in the reference; kept because it changes the
+      eval output of briefly trained nets].
+
+    Both update ``r ← (1 − m)·r + m·batch`` with ``momentum`` m = 0.1; eval uses the running
+    statistics.
+    """
 
     momentum: float = 0.1
-    epsilon: float = 1e-5
-    use_scale: bool = True
+    convention: str = "torch"
+
+    needs_batch_stats: ClassVar[bool] = True
+
+    def _lubana(self) -> bool:
+        if self.convention not in _BN_CONVENTIONS:
+            raise ValueError(
+                f"{_label(self)}: convention {self.convention!r}; valid: {_BN_CONVENTIONS}")
+        return self.convention == "lubana"
+
+    def _running(self, c: int | tuple[int, ...]) -> tuple[nn.Variable, nn.Variable]:
+        shape = (c,) if isinstance(c, int) else c
+        mean_init = jnp.ones if self._lubana() else jnp.zeros
+        return (self.variable("batch_stats", "mean", mean_init, shape, self.param_dtype),
+                self.variable("batch_stats", "var", jnp.ones, shape, self.param_dtype))
+
+    def _update(self, ra_mean: nn.Variable, ra_var: nn.Variable, mean: jax.Array,
+                var: jax.Array, n: int) -> None:
+        """EMA update from batch mean and biased variance over n elements per channel."""
+        if not self.is_initializing():
+            running_var = var if self._lubana() else var * (n / max(n - 1, 1))
+            _ema(ra_mean, mean, self.momentum)
+            _ema(ra_var, running_var, self.momentum)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = _channels(self, x)
+        ra_mean, ra_var = self._running(c)
+        if train:
+            mean, var = _moments(x.astype(_compute_dtype(x)), reduction_axes(x))
+            mean, var = mean.reshape(c), var.reshape(c)
+            self._update(ra_mean, ra_var, mean, var, x.size // c)
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return self._affine(y, (c,)).astype(x.dtype)
+
+
+@NORMS.register("batch_lubana", "bn_lubana")
+class BatchNormLubana(BatchNorm):
+    """:class:`BatchNorm` with ``convention="lubana"`` (Beyond-BatchNorm ``BN_self``, §2.4)."""
+
+    convention: str = "lubana"
+
+
+@NORMS.register("ghost_batch", "ghost_bn")
+class GhostBatchNorm(BatchNorm):
+    """BatchNorm whose training statistics are those of "ghost" batches of ``size`` samples.
+
+    The batch (N, ..., C) is split into N/size consecutive groups; each group is normalised with
+    its own mean and biased variance (Hoffer et al. 2017, "virtual" BN). Running statistics:
+    the EMA (``momentum``, ``convention`` as in :class:`BatchNorm`) of the average over ghost
+    batches of their mean and of their variance (unbiased within a ghost batch under the torch
+    convention). Eval uses the running statistics, so any eval batch size works; ``size`` must
+    divide the *training* batch.
+
+    Deliberate difference: GNEDNN's ``GhostBN`` (REFERENCE.md §1.8, defined but unused) reshapes
+    (N, C, H, W) → (N/32, 32·C, H, W) and applies BN over the 32·C channels, which normalises the
+    samples that share a position *inside* their ghost batch across the ghost batches. That is
+    not ghost BN; gnj implements ghost batches as described by the method's name and paper.
+    """
+
+    size: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = _channels(self, x)
+        ra_mean, ra_var = self._running(c)
+        if not train:
+            y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
+            return self._affine(y, (c,)).astype(x.dtype)
+        n = x.shape[0]
+        if self.size < 1 or n % self.size:
+            raise ValueError(
+                f"{_label(self)}: ghost batch size {self.size} does not divide the batch of {n} "
+                "samples; use a size that divides the training batch")
+        xg = x.astype(_compute_dtype(x)).reshape((n // self.size, self.size) + x.shape[1:])
+        mean, var = _moments(xg, tuple(range(1, xg.ndim - 1)))  # (G, 1, ..., C)
+        y = ((xg - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        self._update(ra_mean, ra_var, jnp.mean(mean.reshape(-1, c), 0),
+                     jnp.mean(var.reshape(-1, c), 0), xg[0].size // c)
+        return self._affine(y, (c,)).astype(x.dtype)
+
+
+@NORMS.register("mean_only", "mean_only_bn")
+class MeanOnlyBatchNorm(nn.Module):
+    """y = x − μ_B + β (no scaling); GNEDNN ``MeanOnlyBN`` (REFERENCE.md §1.8).
+
+    Paired with ``weight_norm_torch`` convs for Chen's ``norm_fn='wn'``. Running mean: EMA with
+    PyTorch's momentum 0.1 starting at 0; eval subtracts it.
+    """
+
+    momentum: float = 0.1
     use_bias: bool = True
-    scale_init: float = 1.0
+    param_dtype: Dtype = jnp.float32
 
     needs_batch_stats: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c = x.shape[-1]
-        axes = reduction_axes(x)
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        c = _channels(self, x)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), self.param_dtype)
         if train:
-            xf = x.astype(jnp.float32)
-            mean = jnp.mean(xf, axes)
-            var = jnp.mean(jnp.square(xf - mean), axes)
+            mean = jnp.mean(x.astype(_compute_dtype(x)), reduction_axes(x))
             if not self.is_initializing():
-                n = x.size // c
-                unbiased = var * (n / max(n - 1, 1))
-                m = self.momentum
-                ra_mean.value = (1 - m) * ra_mean.value + m * mean
-                ra_var.value = (1 - m) * ra_var.value + m * unbiased
+                _ema(ra_mean, mean, self.momentum)
         else:
-            mean, var = ra_mean.value, ra_var.value
-        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + self.epsilon).astype(x.dtype)
-        if self.use_scale:
-            y = y * self.param("scale", nn.initializers.constant(self.scale_init), (c,), jnp.float32)
+            mean = ra_mean.value
+        y = x - mean
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+            y = y + self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
         return y.astype(x.dtype)
+
+
+class _MomentNorm(_Affine):
+    """y = γ·x/(m_c + eps) + β with a batch moment m_c over all axes but the channel.
+
+    GNEDNN ``L2Norm2d`` / ``L1Norm2d`` (REFERENCE.md §1.8): no centring; eps is added to the
+    moment (not under a square root); the running moment (stored as ``batch_stats/moment``, the
+    reference's ``running_var``) is an EMA with momentum 0.1 starting at 1; eval divides by
+    ``running + eps``. The references pair it with ``centered`` convs.
+    """
+
+    momentum: float = 0.1
+
+    needs_batch_stats: ClassVar[bool] = True
+
+    @staticmethod
+    def _moment(xf: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = _channels(self, x)
+        running = self.variable("batch_stats", "moment", jnp.ones, (c,), self.param_dtype)
+        if train:
+            moment = self._moment(x.astype(_compute_dtype(x)), reduction_axes(x))
+            if not self.is_initializing():
+                _ema(running, moment, self.momentum)
+        else:
+            moment = running.value
+        y = x / (moment + self.epsilon)
+        return self._affine(y, (c,)).astype(x.dtype)
+
+
+@NORMS.register("smn", "l2n", "second_moment")
+class SecondMomentNorm(_MomentNorm):
+    """Second-moment normalization (SMN): m_c = RMS_c = √(mean_{N,H,W} x²) (see _MomentNorm)."""
+
+    @staticmethod
+    def _moment(xf: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+        return jnp.sqrt(jnp.mean(jnp.square(xf), axes))
+
+
+@NORMS.register("l1n", "l1_moment")
+class L1MomentNorm(_MomentNorm):
+    """L1 moment normalization: m_c = mean_{N,H,W} |x| (see _MomentNorm)."""
+
+    @staticmethod
+    def _moment(xf: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+        return jnp.mean(jnp.abs(xf), axes)
+
+
+@NORMS.register("variance", "vn")
+class VarianceNorm(_Affine):
+    """y = γ·x/√(σ²_B + eps) + β: divide by the batch variance, no centring.
+
+    Beyond-BatchNorm ``VN_self`` (REFERENCE.md §2.4). σ²_B is the biased batch variance over all
+    axes but the channel; running variance: EMA momentum 0.1 (the reference's keep-0.9) of the
+    biased batch variance, starting at 1; eval uses it.
+    """
+
+    momentum: float = 0.1
+
+    needs_batch_stats: ClassVar[bool] = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = _channels(self, x)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), self.param_dtype)
+        if train:
+            _, var = _moments(x.astype(_compute_dtype(x)), reduction_axes(x))
+            var = var.reshape(c)
+            if not self.is_initializing():
+                _ema(ra_var, var, self.momentum)
+        else:
+            var = ra_var.value
+        return self._affine(x * jax.lax.rsqrt(var + self.epsilon), (c,)).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-sample norms
+
+
+_LN_AFFINE = ("channel", "element", "none")
+
+
+@NORMS.register("layer", "ln")
+class LayerNorm(_Affine):
+    """y = (x − μ)/√(σ² + eps)·γ + β with μ, σ² (biased) over (H, W, C) of each sample.
+
+    ``affine="channel"`` (default): γ, β per channel, as Beyond-BatchNorm ``LN_self``
+    (REFERENCE.md §2.4). ``affine="element"``: γ, β of shape (H, W, C), the Online-Normalization
+    ``LayerNorm2d`` (§5.4; created at the first call, like the reference's lazy creation).
+    ``affine="none"``: no affine. ``use_scale`` / ``use_bias`` switch γ / β off individually.
+    """
+
+    affine: str = "channel"
+
+    needs_batch_stats: ClassVar[bool] = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        c = _channels(self, x)
+        if self.affine not in _LN_AFFINE:
+            raise ValueError(f"{_label(self)}: affine {self.affine!r}; valid: {_LN_AFFINE}")
+        mean, var = _moments(x.astype(_compute_dtype(x)), tuple(range(1, x.ndim)))
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        if self.affine != "none":
+            y = self._affine(y, (c,) if self.affine == "channel" else x.shape[1:])
+        return y.astype(x.dtype)
+
+
+@NORMS.register("instance")
+class InstanceNorm(_Affine):
+    """y = (x − μ)/√(σ² + eps)·γ + β with μ, σ² (biased) over (H, W) per sample and channel.
+
+    Beyond-BatchNorm ``IN_self`` (REFERENCE.md §2.4) / ``nn.InstanceNorm2d(affine=True)`` (§5.4).
+    Needs spatial axes: (N, C) input raises a ValueError (the variance would be 0).
+    """
+
+    needs_batch_stats: ClassVar[bool] = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        c = _channels(self, x)
+        _spatial_size(self, x)
+        mean, var = _moments(x.astype(_compute_dtype(x)), spatial_axes(x))
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return self._affine(y, (c,)).astype(x.dtype)
+
+
+def _group_count(module: nn.Module, c: int, groups: int | None, p: float | None,
+                 default: int = 32) -> int:
+    """Resolve ``groups`` / ``p`` (Beyond-BatchNorm p_grouping) to a group count dividing c."""
+    if groups is not None and p is not None:
+        raise ValueError(f"{_label(module)}: give either groups ({groups}) or p ({p}), not both")
+    if p is not None:
+        if not p > 0:
+            raise ValueError(f"{_label(module)}: p={p} must be > 0 (p > 1: number of groups; "
+                             "p ≤ 1: inverse group size)")
+        g = p_grouping(c, p)
+        source = f"p={p} gives {g} groups, which"
+    else:
+        g = default if groups is None else groups
+        source = f"groups={g}"
+    if g < 1:
+        raise ValueError(f"{_label(module)}: {source} is fewer than 1 group for the {c} channels")
+    if c % g:
+        valid = [d for d in range(1, c + 1) if c % d == 0]
+        raise ValueError(
+            f"{_label(module)}: {source} does not divide the {c} channels; valid group counts: "
+            f"{valid}")
+    return g
+
+
+def _group_moments(xf: jax.Array, g: int, unbiased: bool) -> tuple[jax.Array, jax.Array]:
+    """Per-sample, per-group mean and variance, broadcast back to the shape of xf."""
+    xg = xf.reshape(xf.shape[:-1] + (g, xf.shape[-1] // g))
+    axes = tuple(range(1, xf.ndim - 1)) + (xg.ndim - 1,)
+    mean, var = _moments(xg, axes)
+    if unbiased:
+        n = xg.size // (xg.shape[0] * g)
+        var = var * (n / (n - 1))
+    return (jnp.broadcast_to(mean, xg.shape).reshape(xf.shape),
+            jnp.broadcast_to(var, xg.shape).reshape(xf.shape))
+
+
+@NORMS.register("group", "gn")
+class GroupNorm(_Affine):
+    """y = (x − μ_g)/√(σ²_g + eps)·γ + β with μ_g, σ²_g over (H, W, channels of group g) per sample.
+
+    The group count is ``groups`` (default 32, PyTorch/Flax style) or, with ``p``, the
+    Beyond-BatchNorm p_grouping rule ``int(p) if p > 1 else ceil(C·p)`` (REFERENCE.md §2.2).
+    ``unbiased=False`` (default) is ``nn.GroupNorm`` (Online Normalization, §5.4);
+    ``unbiased=True`` is Beyond-BatchNorm's ``GN_self``, whose group variance is torch.var's
+    unbiased default [as-written]. Channels are grouped consecutively, as in PyTorch.
+    """
+
+    groups: int | None = None
+    p: float | None = None
+    unbiased: bool = False
+
+    needs_batch_stats: ClassVar[bool] = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        c = _channels(self, x)
+        g = _group_count(self, c, self.groups, self.p)
+        if self.unbiased and (c // g) * math.prod(x.shape[1:-1]) < 2:
+            raise ValueError(
+                f"{_label(self)}: the unbiased group variance needs ≥ 2 elements per group; "
+                f"{g} groups of {c} channels on input {x.shape} give 1")
+        mean, var = _group_moments(x.astype(_compute_dtype(x)), g, self.unbiased)
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return self._affine(y, (c,)).astype(x.dtype)
+
+
+@NORMS.register("frn", "frn_tlu")
+class FilterResponseNorm(_Affine):
+    """Filter Response Normalization with its TLU (Singh & Krishnan 2020).
+
+    ν² = mean_{H,W} x² per sample and channel; y = γ·x/√(ν² + |ε|) + β; then, with ``tlu=True``
+    (default), TLU: z = max(y, τ). As in Beyond-BatchNorm ``FRN_self`` + ``TLU`` (REFERENCE.md
+    §2.4): ε is a learnable per-channel parameter ``eps`` (init ``epsilon`` = 1e-5, used as |ε|;
+    ``learnable_eps=False`` makes it a constant) and τ (``tau``) is per channel, init 0.
+
+    The TLU is part of this module (the FRN paper's "FRN layer"), because in the reference it
+    *replaces* the activation: pair ``norm="frn"`` with ``act="identity"``. ``frn(tlu=False)`` is
+    the bare normalization. On (N, C) input ν² = x² (a 1×1 spatial map).
+    """
+
+    learnable_eps: bool = True
+    tlu: bool = True
+
+    needs_batch_stats: ClassVar[bool] = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        c = _channels(self, x)
+        nu2 = jnp.mean(jnp.square(x.astype(_compute_dtype(x))), spatial_axes(x), keepdims=True)
+        eps = (self.param("eps", nn.initializers.constant(self.epsilon), (c,), self.param_dtype)
+               if self.learnable_eps else self.epsilon)
+        y = self._affine(x * jax.lax.rsqrt(nu2 + jnp.abs(eps)), (c,))
+        if self.tlu:
+            y = jnp.maximum(y, self.param("tau", nn.initializers.zeros, (c,), self.param_dtype))
+        return y.astype(x.dtype)
+
+
+@NORMS.register("evonorm_s0", "evonorm_so")
+class EvoNormS0(_Affine):
+    """EvoNorm-S0 (Liu et al. 2020): y = x·sigmoid(v·x)/s_g(x)·γ + β.
+
+    s_g(x) = √(σ²_g + eps), the per-sample group standard deviation over (H, W, channels of
+    the group), with ``groups`` = 32 fixed by default as in Beyond-BatchNorm ``EvoNormSO``
+    (REFERENCE.md §2.4); v (``v``), γ, β per channel, v init 1. ``unbiased=True`` (default)
+    uses torch.var's unbiased group variance, the convention of that code base's other group and
+    instance statistics (REFERENCE.md does not state it for S0; the EvoNorm paper's TF code is
+    biased: ``unbiased=False``). It replaces the activation: pair with ``act="identity"``.
+    """
+
+    groups: int = 32
+    unbiased: bool = True
+
+    needs_batch_stats: ClassVar[bool] = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        c = _channels(self, x)
+        g = _group_count(self, c, self.groups, None)
+        if self.unbiased and (c // g) * math.prod(x.shape[1:-1]) < 2:
+            raise ValueError(
+                f"{_label(self)}: the unbiased group variance needs ≥ 2 elements per group; "
+                f"{g} groups of {c} channels on input {x.shape} give 1")
+        xf = x.astype(_compute_dtype(x))
+        _, var = _group_moments(xf, g, self.unbiased)
+        v = self.param("v", nn.initializers.ones, (c,), self.param_dtype)
+        y = xf * jax.nn.sigmoid(v * xf) * jax.lax.rsqrt(var + self.epsilon)
+        return self._affine(y, (c,)).astype(x.dtype)
+
+
+@NORMS.register("evonorm_b0", "evonorm_bo")
+class EvoNormB0(_Affine):
+    """EvoNorm-B0 (Liu et al. 2020): y = x/max(√(σ²_B + eps), v·x + s_i(x))·γ + β.
+
+    σ²_B: the biased batch variance over (N, H, W) per channel in training, the running variance
+    in eval (EMA momentum 0.1, i.e. the reference's keep-0.9, of the biased batch variance,
+    starting at 1). s_i(x) = √(σ²_i + eps): the per-sample, per-channel instance standard
+    deviation over (H, W) with the *unbiased* variance (Beyond-BatchNorm ``EvoNormBO``,
+    REFERENCE.md §2.4), so at least 2 spatial positions are needed. v init 1. It replaces the
+    activation: pair with ``act="identity"``.
+    """
+
+    momentum: float = 0.1
+
+    needs_batch_stats: ClassVar[bool] = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = _channels(self, x)
+        hw = _spatial_size(self, x, minimum=2)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), self.param_dtype)
+        xf = x.astype(_compute_dtype(x))
+        if train:
+            _, var = _moments(xf, reduction_axes(x))
+            var = var.reshape(c)
+            if not self.is_initializing():
+                _ema(ra_var, var, self.momentum)
+        else:
+            var = ra_var.value
+        _, inst_var = _moments(xf, spatial_axes(x))
+        inst_std = jnp.sqrt(inst_var * (hw / (hw - 1)) + self.epsilon)
+        v = self.param("v", nn.initializers.ones, (c,), self.param_dtype)
+        den = jnp.maximum(jnp.sqrt(var + self.epsilon), v * xf + inst_std)
+        return self._affine(xf / den, (c,)).astype(x.dtype)
 
 
 def needs_batch_stats(spec: str) -> bool:

@@ -1,0 +1,1 @@
+"""Experiment configs: each file has get_config(arg) with variants chosen by the argument."""

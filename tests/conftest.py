@@ -1,0 +1,36 @@
+"""Shared fixtures: one TFDS data dir per test session with the offline datasets built once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> str:
+    """A TFDS data dir holding the built ``gnj_digits`` set."""
+    path = str(tmp_path_factory.mktemp("tfds"))
+    from gnj.data import load
+
+    load("digits", data_dir=path)
+    return path
+
+
+def run_python(code_or_args: list[str] | str, devices: int = 1, timeout: int = 600,
+               check: bool = True, **popen) -> subprocess.CompletedProcess:
+    """Run Python in a subprocess with ``devices`` fake CPU devices (set before jax imports)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, **popen)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
