@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 100
     c.keep_checkpoints = 3
     c.async_checkpointing = True
+    c.restore_from = ""  # init params/state from another run's checkpoint (not a resume)
     c.quiet = False
     c.analysis = ml_collections.ConfigDict(dict(probe_every_steps=0))
     return c

@@ -34,14 +34,41 @@ def restore_latest(mngr: ocp.CheckpointManager, target: Any) -> tuple[Any, int] 
     step = mngr.latest_step()
     if step is None:
         return None
+    return restore_latest_at(mngr, target, step)
+
+
+def restore_variables_into(state: Any, path: str) -> Any:
+    """``state`` with params and model state taken from the checkpoint at ``path``.
+
+    ``path`` is a run's workdir, its ``checkpoints`` directory (the newest step is used) or one
+    step directory. The optimizer state and step stay fresh: this starts a new run from trained
+    weights (fine-tuning, or a different schedule), unlike resuming.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    if os.path.basename(path).isdigit():
+        directory, step = os.path.dirname(path), int(os.path.basename(path))
+    else:
+        directory, step = path, None
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"restore_from: no checkpoint directory at {path!r}")
+    mngr = ocp.CheckpointManager(directory)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"restore_from: no complete checkpoint in {directory!r}")
+    restored, _ = restore_latest_at(mngr, state, step)
+    return state.replace(params=restored.params, model_state=restored.model_state)
+
+
+def restore_latest_at(mngr: ocp.CheckpointManager, target: Any, step: int) -> tuple[Any, int]:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         target)
     try:
-        state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        return mngr.restore(step, args=ocp.args.StandardRestore(abstract)), step
     except Exception as e:  # a corrupt or incompatible checkpoint: say which and why
         raise RuntimeError(
             f"checkpoint at step {step} in {mngr.directory} cannot be restored into this "
             f"config's state ({type(e).__name__}: {e}). Use a fresh --workdir, or delete that "
             f"step directory to fall back to an older checkpoint.") from e
-    return state, step

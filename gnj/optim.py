@@ -167,7 +167,10 @@ def build(cfg: Any, steps_per_epoch: int, total_steps: int
 
 def scale_lr_and_momentum(lr: float, momentum: float, batch_size: int, base_batch: int
                           ) -> tuple[float, float]:
-    """Online-Normalization batch rule (REFERENCE §5.5): m′ = m^(B/B₀), lr′ = lr·(B/B₀)(1−m′)/(1−m)."""
+    """Online-Normalization batch rule (REFERENCE §5.5).
+
+    m′ = m^(B/B₀) and lr′ = lr·(B/B₀)·(1−m′)/(1−m).
+    """
     ratio = batch_size / base_batch
     m2 = momentum ** ratio
     if momentum == 0:

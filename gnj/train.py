@@ -14,6 +14,7 @@ every non-param collection is model state carried generically (see ``docs/INTERF
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,10 +25,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from gnj import checkpoint, data as data_lib, models, optim, sharding
+from gnj import checkpoint, models, optim, sharding
+from gnj import data as data_lib
 from gnj.metrics import MetricWriter
 from gnj.state import BACKWARD_STATE, RNG_STREAMS, TrainState, split_variables
 
@@ -205,34 +206,61 @@ def _build_hooks(config, model) -> list[tuple[int, Callable]]:
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Train ``config`` in ``workdir`` (resuming if it has a checkpoint); final eval metrics."""
+@dataclasses.dataclass
+class Experiment:
+    """Everything a run builds from its config, before the first step."""
+
+    config: ml_collections.ConfigDict
+    source: data_lib.DataSource
+    model: Any
+    mesh: Any
+    total_steps: int
+    lr_schedule: optax.Schedule
+    state: TrainState
+    train_step: Callable
+    eval_step: Callable
+
+    def evaluate(self, state: TrainState) -> dict[str, float]:
+        """Loss and accuracy on the whole eval split (padding masked out)."""
+        sums = None
+        for b in self.source.eval_batches():
+            out = self.eval_step(state, sharding.global_batch(b, self.mesh))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = jax.device_get(sums)
+        return {"eval/loss": float(sums["loss"] / sums["count"]),
+                "eval/accuracy": float(sums["correct"] / sums["count"])}
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """Data, model, optimizer, mesh, initial state and the jitted steps of ``config``.
+
+    Every check on the config (registry names, batch divisibility, dataset availability) runs
+    here, before anything is written to the workdir.
+    """
     sharding.check_batch_size(config.batch_size)
     sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
-    ds = data_lib.load(config.dataset.name, config.dataset.get("data_dir"),
-                       num_seg=config.dataset.get("num_seg", 2))
-    model = models.build(config.model, ds.num_classes)
-    check_workdir(config, workdir)
-
-    batches = data_lib.TrainBatches(ds, config.batch_size, config.seed, jax.process_index(),
-                                    jax.process_count())
-    steps = total_steps(config, batches.steps_per_epoch)
-    tx, lr_schedule = optim.build(config.optim, batches.steps_per_epoch, steps)
+    source = data_lib.build(config)
+    model = models.build(config.model, source.num_classes)
+    steps = total_steps(config, source.steps_per_epoch)
+    tx, lr_schedule = optim.build(config.optim, source.steps_per_epoch, steps)
     mesh = sharding.make_mesh()
     rep, bat = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-
-    aug_cfg = config.dataset.get("augment", {}) or {}
-    augment = data_lib.Augment(**dict(aug_cfg)) if aug_cfg else None
-    mean, std = jnp.asarray(ds.mean), jnp.asarray(ds.std)
-
-    def train_pre(x, key):
-        return data_lib.preprocess(x, mean, std, ds.is_image, augment, key)
-
-    def eval_pre(x, key):
-        return data_lib.preprocess(x, mean, std, ds.is_image)
-
-    state = jax.jit(functools.partial(init_state, model, tx, ds.input_shape, config.seed),
+    state = jax.jit(functools.partial(init_state, model, tx, source.input_shape, config.seed),
                     out_shardings=rep)()
+    train_step = jax.jit(make_train_step(model, tx, source.preprocess, lr_schedule,
+                                         config.get("mixup_alpha", 0.0)),
+                         in_shardings=(rep, bat), out_shardings=(rep, rep), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, source.preprocess), in_shardings=(rep, bat),
+                        out_shardings=rep)
+    return Experiment(config, source, model, mesh, steps, lr_schedule, state, train_step,
+                      eval_step)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Train ``config`` in ``workdir`` (resuming if it has a checkpoint); final eval metrics."""
+    exp = build_experiment(config)
+    check_workdir(config, workdir)
+    source, mesh, steps, state = exp.source, exp.mesh, exp.total_steps, exp.state
     mngr = checkpoint.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints,
                               async_save=config.get("async_checkpointing", True))
     restored = checkpoint.restore_latest(mngr, state)
@@ -240,28 +268,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if restored is not None:
         state, start = restored
         print(f"resumed from checkpoint at step {start} in {workdir}", flush=True)
-
-    train_step = jax.jit(make_train_step(model, tx, train_pre, lr_schedule,
-                                         config.get("mixup_alpha", 0.0)),
-                         in_shardings=(rep, bat), out_shardings=(rep, rep), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, eval_pre), in_shardings=(rep, bat),
-                        out_shardings=rep)
-    hooks = _build_hooks(config, model)
+    elif config.get("restore_from", ""):
+        state = checkpoint.restore_variables_into(state, config.restore_from)
+        print(f"initialised from checkpoint {config.restore_from}", flush=True)
+    train_step, evaluate = exp.train_step, exp.evaluate
+    hooks = _build_hooks(config, exp.model)
     writer = MetricWriter(workdir, start, steps, quiet=config.get("quiet", False))
 
-    def evaluate(st: TrainState) -> dict[str, float]:
-        sums = None
-        for b in data_lib.eval_batches(ds, config.eval_batch_size, jax.process_index(),
-                                       jax.process_count()):
-            out = eval_step(st, sharding.global_batch(b, mesh))
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-        sums = jax.device_get(sums)
-        return {"eval/loss": sums["loss"] / sums["count"],
-                "eval/accuracy": sums["correct"] / sums["count"]}
-
     def host_batches():
-        for s in range(start, steps):
-            yield sharding.global_batch(batches.local_batch(s), mesh)
+        for _, local in zip(range(start, steps), source.train_batches(start)):
+            yield sharding.global_batch(local, mesh)
 
     log_every, eval_every = config.log_every_steps, config.eval_every_steps
     acc, n_acc, final, probed = None, 0, {}, {}

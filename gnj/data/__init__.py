@@ -2,3 +2,4 @@
 
 from gnj.data.datasets import DatasetNotPreparedError, InMemoryData, load  # noqa: F401
 from gnj.data.pipeline import Augment, TrainBatches, eval_batches, preprocess  # noqa: F401
+from gnj.data.source import DataSource, build  # noqa: F401

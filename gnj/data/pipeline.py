@@ -95,7 +95,8 @@ class TrainBatches:
         """Global-batch row indices of step ``step`` (all hosts agree)."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.data.train_y))
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm = rng.permutation(len(self.data.train_y))
             self._epoch = epoch
         return self._perm[i * self.global_batch:(i + 1) * self.global_batch]
 
