@@ -417,7 +417,7 @@ def test_needs_batch_stats_flags():
 
 
 def test_float32_input_gives_float32_output():
-    x = jnp.ones((4, 2, 2, 8), jnp.float32) * jnp.arange(8.0)
+    x = jnp.ones((4, 2, 2, 8), jnp.float32) * jnp.arange(8.0, dtype=jnp.float32)
     for name in NORMS.names():
         factory = NORMS.get(name)
         spec = (f"{name}(size=2)" if factory is GhostBatchNorm else
@@ -436,6 +436,8 @@ def _apply_train(spec, x):
     module = NORMS.lookup(spec)(param_dtype=jnp.float64, epsilon=0.0)
     variables = module.init(jax.random.key(0), x)
     params = random_params(variables.get("params", {}), np.random.default_rng(5))
+    if "eps" in params:  # FRN's learnable eps: keep its (zero) init for an exact invariance
+        params["eps"] = variables["params"]["eps"]
     return module.apply({**variables, "params": params}, x, train=True,
                         mutable=["batch_stats"])[0]
 
