@@ -10,6 +10,11 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# One persistent XLA compilation cache for the whole test session (and its subprocesses): the
+# suite compiles the same train steps many times (e.g. a run and its resumed twin).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
