@@ -101,7 +101,7 @@ def dense(
     return nn.Dense(
         features,
         use_bias=use_bias,
-        kernel_init=kernel_init or inits.torch_default()(),
+        kernel_init=kernel_init or inits.torch_default(),
         bias_init=bias_init or _dense_torch_bias,
         name=name,
     )

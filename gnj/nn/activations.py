@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from gnj.registry import ACTIVATIONS, parse_spec
 
@@ -45,6 +46,7 @@ _GAINS: dict[str, Callable[[dict], float]] = {
     "prelu": lambda kw: math.sqrt(2.0),
     "sprelu": lambda kw: math.sqrt(2.0),
     "leaky_relu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
+    "lrelu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
 }
 
 
@@ -59,3 +61,93 @@ def gain(spec: str) -> float:
     ACTIVATIONS.get(name)  # unknown names raise with the valid list
     fn = _GAINS.get(name)
     return 1.0 if fn is None else float(fn(kwargs))
+
+
+@ACTIVATIONS.register("leaky_relu", "lrelu")
+def leaky_relu(negative_slope: float = 0.01) -> nn.Module:
+    return Elementwise(lambda x: jax.nn.leaky_relu(x, negative_slope))
+
+
+@ACTIVATIONS.register("tanh")
+def tanh() -> nn.Module:
+    return Elementwise(jnp.tanh)
+
+
+@ACTIVATIONS.register("elu")
+def elu(alpha: float = 1.0) -> nn.Module:
+    return Elementwise(lambda x: jax.nn.elu(x, alpha))
+
+
+@ACTIVATIONS.register("selu")
+def selu() -> nn.Module:
+    return Elementwise(jax.nn.selu)
+
+
+@ACTIVATIONS.register("relu6")
+def relu6() -> nn.Module:
+    return Elementwise(jax.nn.relu6)
+
+
+@ACTIVATIONS.register("wn_scaled_relu")
+def wn_scaled_relu() -> nn.Module:
+    """√(2π/(π−1))·(relu(x) − 1/√(2π)): zero mean, unit variance for x ~ N(0, 1) (Lubana §2.4)."""
+    scale, shift = math.sqrt(2 * math.pi / (math.pi - 1)), 1 / math.sqrt(2 * math.pi)
+    return Elementwise(lambda x: scale * (jax.nn.relu(x) - shift))
+
+
+class PReLU(nn.Module):
+    """PyTorch ``nn.PReLU()``: one learnable slope shared by all channels, init 0.25.
+
+    ``normalized=True`` gives GNEDNN's sPReLU, prelu(x, a)/√(1+a²) (its clamp of a is a no-op
+    in the reference [as-written], so a is not clamped here either).
+    """
+
+    init_slope: float = 0.25
+    normalized: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a = self.param("slope", nn.initializers.constant(self.init_slope), (), jnp.float32)
+        y = jnp.where(x >= 0, x, a * x)
+        return y * jax.lax.rsqrt(1 + a * a) if self.normalized else y
+
+
+ACTIVATIONS.register("prelu")(lambda init_slope=0.25: PReLU(init_slope))
+ACTIVATIONS.register("sprelu")(lambda init_slope=0.25: PReLU(init_slope, normalized=True))
+
+
+def seluv2_constants(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07
+                     ) -> tuple[float, float]:
+    """(λ, α) of GNEDNN's depth-aware SeLU (REFERENCE.md §1.7), solved from, with v = q·γ:
+
+        γ·(λ²α²·e^{2v}·Φ(−2√v) + λ²/2) = 1 + ε                                  (E[f′²]·γ)
+        λ²α²·(e^{2v}Φ(−2√v) − 2e^{v/2}Φ(−√v)) + ½λ²α² + ½λ²v = q                 (E[f²])
+
+    Raises ValueError when the equations have no solution for the given γ, ε.
+    """
+    from scipy.optimize import fsolve
+    from scipy.stats import norm
+
+    v = fixpoint * gamma
+    e2 = math.exp(2 * v) * norm.cdf(-2 * math.sqrt(v))
+    e1 = math.exp(v / 2) * norm.cdf(-math.sqrt(v))
+
+    def equations(p):
+        lam, alpha = p
+        return [gamma * (lam**2 * alpha**2 * e2 + lam**2 / 2) - (1 + epsilon),
+                lam**2 * alpha**2 * (e2 - 2 * e1) + lam**2 * alpha**2 / 2 + lam**2 * v / 2
+                - fixpoint]
+
+    sol, info, ier, _ = fsolve(equations, [1.0, 1.0], full_output=True)
+    if ier != 1 or max(abs(r) for r in equations(sol)) > 1e-9 or sol[1] <= 0:
+        raise ValueError(f"seluv2: no solution for gamma={gamma}, fixpoint={fixpoint}, "
+                         f"epsilon={epsilon} (residual {max(abs(r) for r in info['fvec']):.2e}); "
+                         "try a smaller epsilon or another gamma")
+    return float(abs(sol[0])), float(sol[1])
+
+
+@ACTIVATIONS.register("seluv2")
+def seluv2(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07) -> nn.Module:
+    """λ·elu(x, α) with (λ, α) from :func:`seluv2_constants`; the mains pass γ = gain²."""
+    lam, alpha = seluv2_constants(gamma, fixpoint, epsilon)
+    return Elementwise(lambda x: lam * jax.nn.elu(x, alpha))

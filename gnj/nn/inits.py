@@ -81,3 +81,119 @@ def zeros(gain: float | None = None) -> Initializer:
     """All zeros (Fixup's last conv and classifier, ConstNet's block convs)."""
     del gain
     return jax.nn.initializers.zeros
+
+
+@INITS.register("kaiming_uniform", "he_uniform")
+def kaiming_uniform(gain: float | None = None, mode: str = "fan_in") -> Initializer:
+    """U(±gain·√3/√fan): the uniform with kaiming_normal's variance."""
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"kaiming_uniform mode {mode!r}; valid: fan_in, fan_out")
+    g = _resolve_gain(gain)
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = fans(shape)
+        bound = g * math.sqrt(3.0 / (fan_in if mode == "fan_in" else fan_out))
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+@INITS.register("xavier_uniform", "glorot_uniform")
+def xavier_uniform(gain: float | None = None) -> Initializer:
+    """U(±gain·√(6/(fan_in + fan_out))) (PyTorch ``xavier_uniform_``)."""
+    g = 1.0 if gain is None else float(gain)
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = fans(shape)
+        bound = g * math.sqrt(6.0 / (fan_in + fan_out))
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _orthogonal_matrix(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
+    """rows×cols with orthonormal rows (rows ≤ cols) or columns: QR of a Gaussian, sign-fixed
+    with sign(diag(R)) as PyTorch's ``orthogonal_`` does."""
+    a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+    q, r = jnp.linalg.qr(a)
+    q = q * jnp.sign(jnp.diag(r))
+    q = q if rows >= cols else q.T
+    return q.astype(dtype)
+
+
+@INITS.register("orthogonal")
+def orthogonal(gain: float | None = None) -> Initializer:
+    """gain × an orthogonal matrix of PyTorch's flattened shape (out, in·kh·kw); no 1/√fan
+    factor (GNEDNN ``Initializer``, REFERENCE.md §1.6)."""
+    g = _resolve_gain(gain)
+
+    def init(key, shape, dtype=jnp.float32):
+        out = shape[-1]
+        flat = _orthogonal_matrix(key, out, math.prod(shape[:-1]), dtype)  # (out, in·k·k)
+        # PyTorch flattens (out, in, kh, kw); Flax kernels are (kh, kw, in, out).
+        if len(shape) == 4:
+            kh, kw, cin, _ = shape
+            w = jnp.transpose(jnp.reshape(flat, (out, cin, kh, kw)), (2, 3, 1, 0))
+        else:
+            w = jnp.reshape(flat.T, shape)
+        return g * w
+
+    return init
+
+
+@INITS.register("delta_orthogonal", "delta_orth")
+def delta_orthogonal(gain: float | None = None) -> Initializer:
+    """Zero kernel with an orthogonal centre tap, scaled by gain·√(out/in) (Xiao et al. 2018, as
+    in GNEDNN, REFERENCE.md §1.6). Dense kernels get the orthogonal matrix with the same scale."""
+    g = _resolve_gain(gain)
+
+    def init(key, shape, dtype=jnp.float32):
+        cin, out = shape[-2], shape[-1]
+        q = _orthogonal_matrix(key, max(cin, out), max(cin, out), dtype)[:cin, :out]
+        scale = g * math.sqrt(out / cin)
+        if len(shape) == 2:
+            return scale * q
+        kh, kw = shape[0], shape[1]
+        return jnp.zeros(shape, dtype).at[kh // 2, kw // 2].set(scale * q)
+
+    return init
+
+
+@INITS.register("const_avg")
+def const_avg(gain: float | None = None) -> Initializer:
+    """ConstNet's averaging kernel: zeros but the centre tap, 1/in_channels for every (in, out)
+    pair, so each output is the channel mean of the input (BeyondSigProp, REFERENCE.md §3.3)."""
+    del gain
+
+    def init(key, shape, dtype=jnp.float32):
+        cin = shape[-2]
+        if len(shape) == 2:
+            return jnp.full(shape, 1.0 / cin, dtype)
+        kh, kw = shape[0], shape[1]
+        return jnp.zeros(shape, dtype).at[kh // 2, kw // 2].set(1.0 / cin)
+
+    return init
+
+
+def fixup_scale(num_layers: int, m: int, variant: str = "original", p: float = 2.0) -> float:
+    """Fixup's depth factor: ``original`` L^(−1/(2m−2)), ``ours`` (GNE) L^(−1/(1.5(m−1))),
+    i.e. −1/3 for bottlenecks (m=3) and −1/1.5 for basic blocks (m=2), ``cifar`` L^(−p/(2m))."""
+    if variant == "original":
+        return num_layers ** (-1.0 / (2 * m - 2))
+    if variant == "ours":
+        return num_layers ** (-1.0 / (1.5 * (m - 1)))
+    if variant == "cifar":
+        return num_layers ** (-p / (2 * m))
+    raise ValueError(f"fixup variant {variant!r}; valid: original, ours, cifar")
+
+
+@INITS.register("fixup")
+def fixup(gain: float | None = None, num_layers: int = 1, m: int = 2,
+          variant: str = "original", p: float = 2.0) -> Initializer:
+    """Fixup branch conv init (REFERENCE.md §1.9): ``original`` N(0, √(2/fan_out))·L^(−1/(2m−2));
+    ``ours`` N(0, √(2/fan_in))·L^(−1/(1.5(m−1))); ``cifar`` kaiming fan_in with gain·L^(−p/(2m))."""
+    factor = fixup_scale(num_layers, m, variant, p)
+    if variant == "cifar":
+        return kaiming_normal(_resolve_gain(gain) * factor)
+    return kaiming_normal(math.sqrt(2.0) * factor, mode="fan_out" if variant == "original"
+                          else "fan_in")
