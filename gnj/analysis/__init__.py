@@ -1,0 +1,1 @@
+"""Jacobian analysis: exact and matrix-free GNE moments, LDI, block discovery, the analyze CLI."""
