@@ -1,0 +1,75 @@
+"""Online Normalization ResNet experiments (Chiley et al.; REFERENCE.md §5.3–5.5).
+
+    python -m gnj.main --config=configs/online_norm/resnet.py:cifar10,online --workdir=runs/on_c10
+    python -m gnj.main --config=configs/online_norm/resnet.py:digits,online --workdir=runs/on_digits
+
+Argument ``<dataset>,<norm-mode>[,runlocal]``: dataset ``cifar10`` | ``cifar100`` | ``digits``
+(offline), norm-mode ``batch`` | ``group`` | ``layer`` | ``instance`` | ``online`` | ``none``.
+CIFAR recipe of the reference: ResNet-20 with option-B shortcuts, kaiming fan_out convs, SGD 0.1
+momentum 0.9, wd 2e-4 on every parameter, 250 epochs with ×0.1 at 100/150/200, batch 128, pad-4
+crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128, CIFAR-100
+511/512 & 15/16), ECM layer scaling; GN with 8 groups; LayerNorm with the per-element affine.
+``batch_size`` changes apply the reference's rule m′ = m^(B/128), lr′ = lr·(B/128)(1−m′)/(1−m)
+(set it with ``--config.batch_size`` *and* pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``).
+"""
+
+from __future__ import annotations
+
+from configs.default import base_config
+from gnj.optim import scale_lr_and_momentum
+
+NORM_MODES = {
+    "batch": "batch",
+    "group": "group(groups=8)",
+    "layer": "layer(affine='element')",
+    "instance": "instance",
+    "none": "none",
+}
+DATASETS = ("cifar10", "cifar100", "digits")
+VARIANTS = [f"{d},{n}" for d in DATASETS for n in (*NORM_MODES, "online")]
+
+
+def norm_spec(mode: str, dataset: str) -> str:
+    if mode == "online":
+        preset = dataset if dataset in ("cifar10", "cifar100") else "cifar10"
+        return f"online(preset='{preset}', ecm='ls')"
+    return NORM_MODES[mode]
+
+
+def get_config(arg: str | None = None):
+    parts = (arg or "cifar10,online").split(",")
+    if len(parts) < 2 or parts[0] not in DATASETS or parts[1] not in (*NORM_MODES, "online"):
+        raise ValueError(f"configs/online_norm/resnet.py: variant {arg!r}; valid: "
+                         f"{', '.join(VARIANTS)} (optionally ',runlocal' and ',b<batch>')")
+    dataset, mode, extra = parts[0], parts[1], parts[2:]
+    c = base_config()
+    c.dataset.name = dataset
+    c.model = base_config().model
+    c.model.update(dict(name="resnet_cifar", depth=20, shortcut="B", norm=norm_spec(mode, dataset),
+                        act="relu"))
+    c.model.weight_init = "kaiming_normal(mode='fan_out', gain=1.4142135623730951)"
+    c.optim.update(dict(lr=0.1, momentum=0.9, weight_decay=2e-4, wd_mask=".*",
+                        schedule="multistep(milestones=(100, 150, 200), multiplier=0.1)"))
+    c.batch_size = 128
+    c.num_epochs = 250.0
+    if dataset == "digits":  # the offline stand-in: same model and recipe, 8×8 images
+        c.num_epochs = 40.0
+        c.optim.schedule = "multistep(milestones=(20, 30), multiplier=0.1)"
+    else:
+        c.dataset.augment.update(dict(crop_padding=4, flip=True))
+        c.eval_batch_size = 500
+        c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 100, 390, 390
+    for e in extra:
+        if e == "runlocal":
+            c.dataset.name = "digits"
+            c.dataset.augment.update(dict(crop_padding=0, flip=False))
+            c.model.depth, c.model.width = 8, 8
+            c.batch_size, c.eval_batch_size, c.num_steps = 32, 200, 6
+            c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 2, 6, 6
+        elif e.startswith("b") and e[1:].isdigit():
+            b = int(e[1:])
+            c.batch_size = b
+            c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, b, 128)
+        else:
+            raise ValueError(f"configs/online_norm/resnet.py: unknown option {e!r} in {arg!r}")
+    return c
