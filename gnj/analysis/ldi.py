@@ -56,3 +56,9 @@ def ldi(jacobians: list[jax.Array]) -> dict[str, float]:
         sv = jnp.concatenate([jnp.linalg.svd(j, compute_uv=False).reshape(-1)
                               for j in jacobians])
     return {"ldi_mean": float(jnp.mean(sv)), "ldi_std": float(jnp.std(sv))}
+
+
+def ldi_arrays(jacobians: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Jittable (mean, std) of all singular values (arrays, no host transfer)."""
+    sv = jnp.concatenate([jnp.linalg.svd(j, compute_uv=False).reshape(-1) for j in jacobians])
+    return jnp.mean(sv), jnp.std(sv)
