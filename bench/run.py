@@ -123,7 +123,8 @@ def case_train(args, peak):
         tstep = torch_train_step(tm, opt)
         x = torch.randn(bsz, 3, 32, 32).to(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (bsz,))
-        g, p = alternate(run, lambda: tstep(x, y).item(), args.repeats, 2 if args.quick else 5)
+        g, p = alternate(run, lambda x=x, y=y, tstep=tstep: tstep(x, y).item(), args.repeats,
+                         2 if args.quick else 5)
         row(f"train step resnet{depth} b{bsz}", g, p, "pytorch 2.13 cpu", bsz, flops, peak,
             f"compile {compile_s:.1f}s")
     for name, cfg, shape in [("vgg cfg_10 b128", {"name": "vgg", "cfg": "cfg_10"},
@@ -190,8 +191,8 @@ def case_online_norm(args, peak):
         row(f"online_norm fwd+bwd {shape}", g, b, "gnj batch (same run)", shape[0], flops, peak)
         xt = torch.randn(shape[0], shape[3], shape[1], shape[2])
         gt = torch.randn_like(xt)
-        g, p = alternate(on, lambda: online_norm_per_sample(xt, gt, 0.999, 0.99), 1 if
-                         args.quick else 3, 1)
+        g, p = alternate(on, lambda xt=xt, gt=gt: online_norm_per_sample(xt, gt, 0.999, 0.99),
+                         1 if args.quick else 3, 1)
         row(f"online_norm fwd+bwd {shape}", g, p, "torch per-sample loop", shape[0], flops, peak)
 
 
@@ -208,7 +209,7 @@ def case_ldi(args, peak):
     fn = jax.jit(lambda v, x: ldi.ldi_arrays(ldi.dense_mlp_jacobians(model, v, x)))
     run = lambda: jax.block_until_ready(fn(v, x))
     _, st = model.apply(v, x, mutable=["intermediates"])
-    pres = [torch.from_numpy(np.asarray(st["intermediates"][f"pre{j}"][0])) if j != 1 else None
+    pres = [torch.from_numpy(np.array(st["intermediates"][f"pre{j}"][0])) if j != 1 else None
             for j in range(8)]
     ws = [torch.from_numpy(np.asarray(v["params"][f"layer{j}"]["kernel"]).T.copy())
           for j in range(8)]

@@ -10,7 +10,7 @@ momentum 0.9, wd 2e-4 on every parameter, 250 epochs with ×0.1 at 100/150/200, 
 crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128, CIFAR-100
 511/512 & 15/16), ECM layer scaling; GN with 8 groups; LayerNorm with the per-element affine.
 ``batch_size`` changes apply the reference's rule m′ = m^(B/128), lr′ = lr·(B/128)(1−m′)/(1−m)
-(set it with ``--config.batch_size`` *and* pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``).
+(pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``, which also sets the batch size).
 """
 
 from __future__ import annotations
