@@ -197,3 +197,68 @@ def fixup(gain: float | None = None, num_layers: int = 1, m: int = 2,
         return kaiming_normal(_resolve_gain(gain) * factor)
     return kaiming_normal(math.sqrt(2.0) * factor, mode="fan_out" if variant == "original"
                           else "fan_in")
+
+
+@INITS.register("varnet")
+def varnet(gain: float | None = None, sigma_w: float = 1.0, relu_gain: bool = True
+           ) -> Initializer:
+    """BeyondSigProp's ``--varnet`` baseline: N(0, g·√(σ_W/k)), k = kh·kw·out (fan_out), g = √2
+    for the 3×3 block convs (``relu_gain``) and 1 for the stem and 1×1 shortcuts (§3.3)."""
+    del gain
+    g = math.sqrt(2.0) if relu_gain else 1.0
+
+    def init(key, shape, dtype=jnp.float32):
+        _, fan_out = fans(shape)
+        return g * math.sqrt(sigma_w / fan_out) * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+LEAKYNET_CHARS = "h1ik"
+
+
+def check_init_string(init_string: str, num_layers: int) -> str:
+    """The init string without underscores, checked against the layer count."""
+    chars = init_string.replace("_", "")
+    if len(chars) != num_layers:
+        raise ValueError(f"leakynet: init string {init_string!r} has {len(chars)} layer chars, "
+                         f"the net has {num_layers} convs (1 stem + blocks); e.g. "
+                         f"{'1_' + '_'.join(['i' * ((num_layers - 1) // 3)] * 3)!r}")
+    return chars
+
+
+def leakynet_init(char: str, index: int, lrelu: float = 0.0) -> Initializer:
+    """LeakyNet's per-layer init for init-string character ``char`` at block ``index``
+    (BeyondSigProp ``remodel.py``; REFERENCE.md §3.4); the stem uses ``index=-1`` (phase +1).
+
+    phase = +1 for even blocks and the stem, −1 for odd ones; with phase −1 and lrelu > 0 the
+    constant is divided by lrelu (so a (+I, −I/α) pair through two leaky ReLUs composes to −x).
+    'h': N(0, √(g/k)), k = fan_in, g = √2·(1+lrelu) (variance g/k, g not squared [as-written]);
+    '1': centre tap += c/in; 'i': centre tap [d, d mod in] += c (needs out ≥ in);
+    'k': 0.99·identity + N(0, √(0.01·g/k)); any other char: 0.99·average + the same noise.
+    """
+    phase = 1.0 if index < 0 or index % 2 == 0 else -1.0
+    const = phase / lrelu if (phase < 0 and lrelu > 0) else phase
+    g = math.sqrt(2.0) * (1.0 + lrelu)
+
+    def init(key, shape, dtype=jnp.float32):
+        kh, kw, cin, cout = shape
+        fan_in = kh * kw * cin
+        centre = (kh // 2, kw // 2)
+        if char == "h":
+            return math.sqrt(g / fan_in) * jax.random.normal(key, shape, dtype)
+        w = jnp.zeros(shape, dtype)
+        if char in ("i", "k"):
+            if cout < cin:
+                raise ValueError(f"leakynet: identity init ('{char}') at block {index} needs "
+                                 f"out ≥ in channels, got in={cin}, out={cout}")
+            d = jnp.arange(cout)
+            base = w.at[centre[0], centre[1], d % cin, d].add(const)
+        else:
+            base = w.at[centre].add(const / cin)
+        if char in ("1", "i"):
+            return base
+        noise = math.sqrt(g * 0.01 / fan_in) * jax.random.normal(key, shape, dtype)
+        return 0.99 * base + noise
+
+    return init
