@@ -11,6 +11,7 @@ import flax.linen as nn
 
 import gnj.nn  # noqa: F401  (registers layers)
 from gnj.models import dense_mlp, fixup_resnet, mlp, resnet, resnet_cifar, vgg, wrn  # noqa: F401
+from gnj.models import serial  # noqa: F401
 from gnj.models.nn_mass import nn_mass  # noqa: F401
 from gnj.registry import MODELS
 

@@ -6,16 +6,34 @@ Width w, depth d (number of Linear layers), at most ``tc`` links per layer::
     o_j = L_j(φ([o_{j−1}, feat_{j−2}[:, links_j]]))   for j = 2 … d−1 (the last without φ)
 
 The link pool of layer j, ``feat_{j−2}``, has (j−1)·w channels and excludes the immediate
-predecessor; layer j takes tc_j = min(tc, (j−1)·w) of them. The topology is drawn from
-``numpy.random.default_rng(topology_seed)`` (the reference samples unseeded, so each instance
-differs; seeding makes runs reproducible — vary ``topology_seed`` to average over topologies).
-``act`` defaults to ELU, as in the reference. Every layer records its pre-activation input in
-the ``intermediates`` collection (``sow``), which is what LDI needs (``gnj.analysis.ldi``).
+predecessor; layer j takes tc_j = min(tc, (j−1)·w) of them (clamped like the reference). A ``tc``
+larger than the *largest* pool, (d−2)·w, is rejected with a ValueError.
+
+Deliberate differences from the reference:
+
+- The topology is drawn from ``numpy.random.default_rng(topology_seed)`` (the reference calls
+  ``random.sample`` unseeded, so each instance differs); vary ``topology_seed`` to average over
+  topologies, as ``ldi.py`` does with its 5 iterations.
+- The reference's BatchNorm1d modules are built but never used; they are left out.
+- Link indices are sorted (the reference keeps ``random.sample``'s order; the order only permutes
+  the columns of W_j, which is the same distribution of networks).
+
+Analysis hooks (for LDI, ``gnj.analysis.ldi``; §4.3):
+
+- every layer is a block (``is_block = True``) whose ``__call__`` maps the layer's own input to
+  its output, so the block Jacobians are J₀ = diag(φ′(L₀x))·W₀, J₁ = W₁ and
+  J_j = W_j·diag(φ′(in_j)) (j ≥ 2, except the last layer, whose forward has no φ);
+- the forward ``sow``s ``pre0`` (= L₀x) and ``pre{j}`` (= in_j, j ≥ 2) into ``intermediates``;
+- :func:`layer_jacobian_factors` returns, per layer, W (out, in) and the pre-activations whose
+  φ′ multiply it from the left / right: J = diag(φ′(left))·W·diag(φ′(right)); for the last
+  layer it gives the reference's LDI convention (φ′ on its input although its forward has no φ).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import dataclasses
+import math
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -27,21 +45,64 @@ from gnj.registry import MODELS
 
 
 def link_counts(width: int, depth: int, tc: int) -> tuple[list[int], list[int]]:
-    """(available paths, actual links) of layers 2 … d−1."""
+    """(available paths, actual links) of layers 2 … d−1: paths (j−1)·w, links min(tc, paths)."""
     paths = [(j - 1) * width for j in range(2, depth)]
     return paths, [min(tc, p) for p in paths]
 
 
 def sample_links(width: int, depth: int, tc: int, seed: int) -> list[np.ndarray]:
-    """Sorted link indices into ``feat_{j−2}`` for every layer j = 2 … d−1."""
+    """Sorted link indices into ``feat_{j−2}`` for every layer j = 2 … d−1.
+
+    ``feat_{j−2} = [o_{j−2}, …, o₀]`` (newest first), so index i picks unit ``i mod w`` of
+    output ``o_{j−2−i//w}``.
+    """
     rng = np.random.default_rng(seed)
     paths, links = link_counts(width, depth, tc)
     return [np.sort(rng.choice(p, size=k, replace=False)) for p, k in zip(paths, links)]
 
 
+def _torch_bias(fan_in: int):
+    """nn.Linear's default bias init U(±1/√fan_in) (the fan-in is known here)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                    bound)
+
+
+class MassLayer(nn.Module):
+    """One layer of the dense MLP: ``y = [φ](W·[φ](x) + b)``, a block for analysis.
+
+    ``act_in``: apply φ to the input (linked layers j ≥ 2 but the last);
+    ``act_out``: apply φ to the output (layer 0). Parameters ``kernel`` (in, out), ``bias``.
+    """
+
+    in_features: int
+    features: int
+    act: str
+    weight_init: str
+    act_in: bool = False
+    act_out: bool = False
+
+    is_block: ClassVar[bool] = True
+
+    def setup(self) -> None:
+        self.phi = common.make_act(self.act)
+        shape = (self.in_features, self.features)
+        self.kernel = self.param("kernel", common.make_init(self.weight_init), shape)
+        self.bias = self.param("bias", _torch_bias(self.in_features), (self.features,))
+
+    def linear(self, x: jax.Array) -> jax.Array:
+        """W·x + b (no activation)."""
+        return x @ self.kernel + self.bias
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        z = self.linear(self.phi(x) if self.act_in else x)
+        return self.phi(z) if self.act_out else z
+
+
 @MODELS.register("dense_mlp")
 class DenseMLP(nn.Module):
-    """The NN-Mass MLP; input flattened."""
+    """The NN-Mass MLP (input flattened); see the module docstring."""
 
     width: int = 8
     depth: int = 4
@@ -53,7 +114,10 @@ class DenseMLP(nn.Module):
 
     tiny: ClassVar[dict] = dict(width=4, depth=4, tc=3, input_shape=(4, 4, 1))
 
-    def links(self) -> list[np.ndarray]:
+    def check(self) -> None:
+        """ValueError for sizes the model cannot have."""
+        if self.width < 1:
+            raise ValueError(f"dense_mlp: width {self.width} must be ≥ 1")
         if self.depth < 3:
             raise ValueError(f"dense_mlp: depth {self.depth} must be ≥ 3 (two layers without "
                              "links, then linked layers)")
@@ -61,24 +125,68 @@ class DenseMLP(nn.Module):
         if self.tc < 0 or self.tc > max_pool:
             raise ValueError(f"dense_mlp: tc {self.tc} exceeds the largest link pool "
                              f"({max_pool} = (depth−2)·width); allowed: 0 … {max_pool}")
+
+    def links(self) -> list[np.ndarray]:
+        """Link indices of layers 2 … d−1 (into ``feat_{j−2}``, see :func:`sample_links`)."""
+        self.check()
         return sample_links(self.width, self.depth, self.tc, self.topology_seed)
+
+    def structure(self, in_features: int) -> list[dict[str, Any]]:
+        """Per layer: ``in``/``out`` features, ``links`` (indices or None), φ placement."""
+        links = self.links()
+        rows = [dict(layer=0, inp=in_features, out=self.width, links=None, act_in=False,
+                     act_out=True),
+                dict(layer=1, inp=self.width, out=self.width, links=None, act_in=False,
+                     act_out=False)]
+        for j in range(2, self.depth):
+            last = j == self.depth - 1
+            rows.append(dict(layer=j, inp=self.width + len(links[j - 2]),
+                             out=self.num_classes if last else self.width, links=links[j - 2],
+                             act_in=not last, act_out=False))
+        return rows
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         links = self.links()
-        act = common.make_act(self.act)
-        init = common.make_init(self.weight_init)
-        layer = lambda f, i: common.dense(f, kernel_init=init, name=f"layer{i}")
         x = jnp.reshape(x, (x.shape[0], -1))
-        z0 = layer(self.width, 0)(x)
-        self.sow("intermediates", "pre0", z0)
-        outs = [act(z0)]
-        outs.append(layer(self.width, 1)(outs[0]))
+        layer = lambda f, j, z, **kw: MassLayer(z.shape[-1], f, self.act, self.weight_init,
+                                                name=f"layer{j}", **kw)
+        first = layer(self.width, 0, x, act_out=True)
+        self.sow("intermediates", "pre0", first.linear(x))
+        outs = [first(x, train)]
+        outs.append(layer(self.width, 1, outs[0])(outs[0], train))
         for j in range(2, self.depth):
-            pool = jnp.concatenate(outs[j - 2::-1], axis=-1)  # [o_{j−2}, …, o₀]
+            pool = jnp.concatenate(outs[j - 2::-1], axis=-1)  # feat_{j−2} = [o_{j−2}, …, o₀]
             inp = jnp.concatenate([outs[j - 1], pool[:, links[j - 2]]], axis=-1)
             self.sow("intermediates", f"pre{j}", inp)
             last = j == self.depth - 1
-            outs.append(layer(self.num_classes if last else self.width, j)(
-                inp if last else act(inp)))
+            outs.append(layer(self.num_classes if last else self.width, j, inp,
+                              act_in=not last)(inp, train))
         return outs[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerFactors:
+    """J = diag(φ′(left))·kernel·diag(φ′(right)); ``None`` means no φ′ factor on that side.
+
+    ``kernel`` is (out, in) (PyTorch orientation); ``left`` (n, out), ``right`` (n, in).
+    """
+
+    kernel: jax.Array
+    left: jax.Array | None
+    right: jax.Array | None
+
+
+def layer_jacobian_factors(model: DenseMLP, variables: Any, x: jax.Array) -> list[LayerFactors]:
+    """The LDI layer-Jacobian factors of a ``dense_mlp`` at inputs ``x`` (REFERENCE §4.3).
+
+    Layer 0: left = L₀x. Layer 1: no factor. Layers j ≥ 2: right = in_j = [o_{j−1}, links],
+    the last layer included (the reference's LDI convention).
+    """
+    _, state = model.apply(variables, x, mutable=["intermediates"])
+    pre = {k: v[0] for k, v in state["intermediates"].items()}
+    params = variables["params"]
+    w = lambda j: params[f"layer{j}"]["kernel"].T
+    out = [LayerFactors(w(0), pre["pre0"], None), LayerFactors(w(1), None, None)]
+    out += [LayerFactors(w(j), None, pre[f"pre{j}"]) for j in range(2, model.depth)]
+    return out

@@ -47,6 +47,10 @@ _GAINS: dict[str, Callable[[dict], float]] = {
     "sprelu": lambda kw: math.sqrt(2.0),
     "leaky_relu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
     "lrelu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
+    # No entry in GNEDNN's table: its configs pass --gain explicitly for these (§1.6).
+    "elu": lambda kw: 1.0,
+    "selu": lambda kw: 1.0,
+    "seluv2": lambda kw: 1.0,
 }
 
 
@@ -56,7 +60,8 @@ def register_gain(name: str, fn: Callable[[dict], float]) -> None:
 
 
 def gain(spec: str) -> float:
-    """Init gain matched to activation ``spec``; 1 for activations without an entry (selu...)."""
+    """Init gain matched to activation ``spec``: linear/tanh/elu/selu/seluv2 1, relu/prelu/sprelu
+    √2, leaky ReLU √(2/(1+s²)); 1 for activations without an entry (relu6, wn_scaled_relu)."""
     name, kwargs = parse_spec(spec)
     ACTIVATIONS.get(name)  # unknown names raise with the valid list
     fn = _GAINS.get(name)

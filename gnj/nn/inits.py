@@ -111,6 +111,18 @@ def xavier_uniform(gain: float | None = None) -> Initializer:
     return init
 
 
+@INITS.register("xavier_normal", "glorot_normal")
+def xavier_normal(gain: float | None = None) -> Initializer:
+    """N(0, gain·√(2/(fan_in + fan_out))) (PyTorch ``xavier_normal_``)."""
+    g = _resolve_gain(gain)
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = fans(shape)
+        return g * math.sqrt(2.0 / (fan_in + fan_out)) * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
 def _orthogonal_matrix(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
     """rows×cols with orthonormal rows (rows ≤ cols) or columns: QR of a Gaussian, sign-fixed
     with sign(diag(R)) as PyTorch's ``orthogonal_`` does."""
@@ -130,13 +142,10 @@ def orthogonal(gain: float | None = None) -> Initializer:
     def init(key, shape, dtype=jnp.float32):
         out = shape[-1]
         flat = _orthogonal_matrix(key, out, math.prod(shape[:-1]), dtype)  # (out, in·k·k)
-        # PyTorch flattens (out, in, kh, kw); Flax kernels are (kh, kw, in, out).
-        if len(shape) == 4:
-            kh, kw, cin, _ = shape
-            w = jnp.transpose(jnp.reshape(flat, (out, cin, kh, kw)), (2, 3, 1, 0))
-        else:
-            w = jnp.reshape(flat.T, shape)
-        return g * w
+        # PyTorch flattens (out, in, *spatial); Flax kernels are (*spatial, in, out).
+        torch_shape = (out, shape[-2], *shape[:-2])
+        perm = (*range(2, len(shape)), 1, 0)
+        return g * jnp.transpose(jnp.reshape(flat, torch_shape), perm)
 
     return init
 
@@ -178,6 +187,9 @@ def const_avg(gain: float | None = None) -> Initializer:
 def fixup_scale(num_layers: int, m: int, variant: str = "original", p: float = 2.0) -> float:
     """Fixup's depth factor: ``original`` L^(−1/(2m−2)), ``ours`` (GNE) L^(−1/(1.5(m−1))),
     i.e. −1/3 for bottlenecks (m=3) and −1/1.5 for basic blocks (m=2), ``cifar`` L^(−p/(2m))."""
+    if num_layers < 1 or m < 2:
+        raise ValueError(f"fixup: needs num_layers >= 1 residual branches and m >= 2 layers per "
+                         f"branch, got num_layers={num_layers}, m={m}")
     if variant == "original":
         return num_layers ** (-1.0 / (2 * m - 2))
     if variant == "ours":
@@ -217,12 +229,55 @@ def varnet(gain: float | None = None, sigma_w: float = 1.0, relu_gain: bool = Tr
 LEAKYNET_CHARS = "h1ik"
 
 
+def leakynet_phase(index: int) -> float:
+    """LeakyNet's phase of block ``index`` (0-based over all blocks): +1 even, −1 odd; the stem
+    (``index=-1``) gets +1 (REFERENCE.md §3.4)."""
+    return 1.0 if index < 0 or index % 2 == 0 else -1.0
+
+
+def _phase_const(phase: float, slope: float) -> float:
+    """The constant of a phase: −1/slope for phase −1 with a leaky slope, else the phase itself,
+    so (+I, −I/s) through two leaky ReLUs of slope s composes to the linear map −x."""
+    return phase / slope if (phase < 0 and slope > 0) else phase
+
+
+def _identity_taps(w: jax.Array, const: float, where: str) -> jax.Array:
+    """Centre tap [d mod in, d] += const for every output channel d (needs out ≥ in)."""
+    kh, kw, cin, cout = w.shape
+    if cout < cin:
+        raise ValueError(f"{where}: identity init needs out ≥ in channels, got in={cin}, "
+                         f"out={cout}; use '1' (average) or 'h' (random) for this layer")
+    d = jnp.arange(cout)
+    return w.at[kh // 2, kw // 2, d % cin, d].add(const)
+
+
+@INITS.register("identity_conv")
+def identity_conv(gain: float | None = None, phase: float = 1.0, slope: float = 0.0
+                  ) -> Initializer:
+    """LeakyNet's identity conv: zero kernel, centre tap [d mod in, d] = c with c = phase, or
+    phase/slope when phase < 0 and slope > 0 (REFERENCE.md §3.4). Needs out ≥ in; output d
+    copies input channel d mod in. ``gain`` is ignored (the map is exactly ±identity)."""
+    del gain
+    if phase not in (1.0, -1.0):
+        raise ValueError(f"identity_conv: phase={phase!r}; valid: 1 or -1")
+    const = _phase_const(phase, slope)
+
+    def init(key, shape, dtype=jnp.float32):
+        if len(shape) != 4:
+            raise ValueError(f"identity_conv: needs a conv kernel (kh, kw, in, out), got shape "
+                             f"{tuple(shape)}")
+        return _identity_taps(jnp.zeros(shape, dtype), const, "identity_conv")
+
+    return init
+
+
 def check_init_string(init_string: str, num_layers: int) -> str:
     """The init string without underscores, checked against the layer count."""
     chars = init_string.replace("_", "")
     if len(chars) != num_layers:
         raise ValueError(f"leakynet: init string {init_string!r} has {len(chars)} layer chars, "
-                         f"the net has {num_layers} convs (1 stem + blocks); e.g. "
+                         f"the net has {num_layers} convs (expected {num_layers}: 1 stem + "
+                         f"{num_layers - 1} blocks); e.g. "
                          f"{'1_' + '_'.join(['i' * ((num_layers - 1) // 3)] * 3)!r}")
     return chars
 
@@ -237,28 +292,35 @@ def leakynet_init(char: str, index: int, lrelu: float = 0.0) -> Initializer:
     '1': centre tap += c/in; 'i': centre tap [d, d mod in] += c (needs out ≥ in);
     'k': 0.99·identity + N(0, √(0.01·g/k)); any other char: 0.99·average + the same noise.
     """
-    phase = 1.0 if index < 0 or index % 2 == 0 else -1.0
-    const = phase / lrelu if (phase < 0 and lrelu > 0) else phase
+    const = _phase_const(leakynet_phase(index), lrelu)
     g = math.sqrt(2.0) * (1.0 + lrelu)
+    where = "leakynet stem" if index < 0 else f"leakynet block {index} (layer {index + 1})"
 
     def init(key, shape, dtype=jnp.float32):
-        kh, kw, cin, cout = shape
+        kh, kw, cin, _ = shape
         fan_in = kh * kw * cin
-        centre = (kh // 2, kw // 2)
         if char == "h":
             return math.sqrt(g / fan_in) * jax.random.normal(key, shape, dtype)
         w = jnp.zeros(shape, dtype)
         if char in ("i", "k"):
-            if cout < cin:
-                raise ValueError(f"leakynet: identity init ('{char}') at block {index} needs "
-                                 f"out ≥ in channels, got in={cin}, out={cout}")
-            d = jnp.arange(cout)
-            base = w.at[centre[0], centre[1], d % cin, d].add(const)
+            base = _identity_taps(w, const, f"{where}, char {char!r}")
         else:
-            base = w.at[centre].add(const / cin)
+            base = w.at[kh // 2, kw // 2].add(const / cin)
         if char in ("1", "i"):
             return base
         noise = math.sqrt(g * 0.01 / fan_in) * jax.random.normal(key, shape, dtype)
         return 0.99 * base + noise
 
     return init
+
+
+def leakynet_layer_inits(init_string: str, lrelu: float = 0.0,
+                         num_layers: int | None = None) -> list[Initializer]:
+    """One initializer per conv of a LeakyNet: layer 0 is the stem (phase +1), layer j ≥ 1 is
+    block j−1 (phase +1 for even blocks, −1 for odd). Underscores are ignored; with
+    ``num_layers`` the length is checked (ValueError with expected vs got)."""
+    chars = (check_init_string(init_string, num_layers) if num_layers is not None
+             else init_string.replace("_", ""))
+    if not chars:
+        raise ValueError(f"leakynet: empty init string {init_string!r}")
+    return [leakynet_init(c, j - 1, lrelu) for j, c in enumerate(chars)]

@@ -55,3 +55,18 @@ def test_bad_variant():
     with pytest.raises(ValueError, match="variant 'mine'; valid: original, ours"):
         build({"name": "fixup_resnet", "variant": "mine"}, 10).init(
             jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+
+
+def test_cifar_fixup_bns_scalars_and_gain():
+    spec = "fixup(num_layers=27, m=2, variant='cifar', p=2)"
+    model = build({"name": "resnet_cifar", "depth": 56, "norm": "none", "bns": True,
+                   "weight_init": spec}, 10)
+    v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    block = v["stage2_block3"]
+    assert sorted(block) == ["bias0", "bias1", "bias2", "bias3", "conv1", "conv2", "scale"]
+    assert "bias" not in block["conv1"]  # no conv bias in bns mode
+    std = float(jnp.std(block["conv1"]["kernel"]))
+    assert std == pytest.approx(math.sqrt(2 / (9 * 32)) * 27 ** -0.5, rel=0.05)
+    with pytest.raises(ValueError, match="bns=True .* needs norm='none'"):
+        build({"name": "resnet_cifar", "depth": 20, "bns": True}, 10).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
