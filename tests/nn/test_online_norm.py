@@ -1,4 +1,11 @@
-"""OnlineNorm against a NumPy per-sample re-derivation of REFERENCE.md §5.2 (loops over samples)."""
+"""OnlineNorm against a NumPy per-sample re-derivation of REFERENCE.md §5.2 (loops over samples).
+
+The NumPy class below is written from the formulas (forward streams μ, σ²; the control process
+with u, v; layer scaling's backward (g − mean(g·out)·out)/scale and the clamp's zero gradient
+written out by hand, not autodiffed), one sample at a time, in float64. The JAX layer is run the
+way the generic train step runs it: ``batch_stats`` from the mutable output, ``backward_state``
+from the cotangent.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +13,7 @@ import numpy as np
 import pytest
 
 from gnj.nn.online_norm import OnlineNorm, linear_recurrence
+from gnj.registry import NORMS
 from gnj.state import BACKWARD_STATE
 from tests.conftest import run_python
 
@@ -65,18 +73,16 @@ class NumpyOnlineNorm:
 
 def _train_batch(layer, variables, x, g_out):
     """One step as the generic train step does it: batch_stats from the mutable output,
-    backward_state from the cotangent, params gradient."""
+    backward_state from the cotangent; plus the input and parameter gradients."""
     params, stats, bwd = variables["params"], variables["batch_stats"], variables[BACKWARD_STATE]
 
-    def f(params, bwd):
+    def f(params, bwd, x):
         out, new = layer.apply({"params": params, "batch_stats": stats, BACKWARD_STATE: bwd},
                                x, train=True, mutable=["batch_stats"])
         return jnp.sum(out * g_out), (out, new)
 
-    (_, (out, new)), (dparams, new_bwd) = jax.value_and_grad(f, (0, 1), has_aux=True)(params, bwd)
-    dx = jax.grad(lambda x_: jnp.sum(layer.apply(
-        {"params": params, "batch_stats": stats, BACKWARD_STATE: bwd}, x_, train=True,
-        mutable=["batch_stats"])[0] * g_out))(x)
+    (_, (out, new)), (dparams, new_bwd, dx) = jax.value_and_grad(
+        f, (0, 1, 2), has_aux=True)(params, bwd, x)
     variables = {"params": params, "batch_stats": new["batch_stats"], BACKWARD_STATE: new_bwd}
     return out, dx, dparams, variables
 
@@ -134,70 +140,150 @@ def test_batch_size_one_is_the_papers_scalar_recurrence():
                            param_dtype=jnp.float64)
         variables = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.float64))
         rng = np.random.default_rng(1)
-        for _ in range(4):
+        for step in range(4):
             x, g = rng.normal(size=(1, 3)), rng.normal(size=(1, 3))
             out, dx, _, variables = _train_batch(layer, variables, jnp.asarray(x), jnp.asarray(g))
+            if step == 0:  # closed form from the initial streams μ = 0, σ² = 1, u = v = 0
+                np.testing.assert_allclose(out, x / np.sqrt(1 + 1e-5), rtol=1e-12)
+                np.testing.assert_allclose(dx, g / np.sqrt(1 + 1e-5), rtol=1e-12)
+                np.testing.assert_allclose(variables["batch_stats"]["mean"], 0.1 * x[0],
+                                           rtol=1e-12)
+                np.testing.assert_allclose(variables["batch_stats"]["var"],
+                                           0.9 + 0.09 * x[0] ** 2, rtol=1e-12)
             r_out, r_dx, _, _ = ref.step(x, np.ones(3), np.zeros(3), g)
             np.testing.assert_allclose(out, r_out, rtol=1e-12)
             np.testing.assert_allclose(dx, r_dx, rtol=1e-12)
+        np.testing.assert_allclose(variables[BACKWARD_STATE]["u"], ref.u, rtol=1e-12)
+        np.testing.assert_allclose(variables[BACKWARD_STATE]["v"], ref.v, rtol=1e-12)
 
 
-def test_linear_recurrence_matches_loop():
-    rng = np.random.default_rng(0)
-    a, b, h0 = rng.normal(size=(9, 2)), rng.normal(size=(9, 2)), rng.normal(size=2)
+def test_streams_split_the_batch_into_independent_chunks():
+    """streams=2: each half is the per-sample algorithm from the shared state; the carried
+    streams are the average of the halves' final streams; γ, β gradients add."""
+    shape, af, ab = (6, 2, 2, 3), 0.7, 0.5
+    rng = np.random.default_rng(2)
+    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.normal(size=3) * 0.1
     with jax.enable_x64(True):
-        got = linear_recurrence(jnp.asarray(a), jnp.asarray(b), jnp.asarray(h0))
-    h, expected = h0, []
-    for t in range(9):
-        h = a[t] * h + b[t]
-        expected.append(h)
-    np.testing.assert_allclose(got, np.array(expected), rtol=1e-12)
+        layer = OnlineNorm(decay_forward=af, decay_backward=ab, streams=2,
+                           param_dtype=jnp.float64)
+        variables = layer.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.float64))
+        variables["params"] = {"scale": jnp.asarray(gamma), "bias": jnp.asarray(beta)}
+        state = (np.zeros(3), np.ones(3), np.zeros(3), np.zeros(3))
+        for _ in range(2):
+            x, g = rng.normal(size=shape) + 0.5, rng.normal(size=shape)
+            out, dx, dparams, variables = _train_batch(layer, variables, jnp.asarray(x),
+                                                       jnp.asarray(g))
+            halves, finals = [], []
+            for sl in (slice(0, 3), slice(3, 6)):
+                ref = NumpyOnlineNorm(3, af, ab)
+                ref.mu, ref.var, ref.u, ref.v = (a.copy() for a in state)
+                halves.append(ref.step(x[sl], gamma, beta, g[sl]))
+                finals.append((ref.mu, ref.var, ref.u, ref.v))
+            state = tuple((a + b) / 2 for a, b in zip(*finals))
+            np.testing.assert_allclose(out, np.concatenate([h[0] for h in halves]), rtol=1e-10)
+            np.testing.assert_allclose(dx, np.concatenate([h[1] for h in halves]), rtol=1e-10)
+            np.testing.assert_allclose(dparams["scale"], halves[0][2] + halves[1][2], rtol=1e-10)
+            np.testing.assert_allclose(dparams["bias"], halves[0][3] + halves[1][3], rtol=1e-10)
+            got = (variables["batch_stats"]["mean"], variables["batch_stats"]["var"],
+                   variables[BACKWARD_STATE]["u"], variables[BACKWARD_STATE]["v"])
+            for a, b in zip(got, state):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
 
 
-def test_presets_and_bad_input():
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
+def test_linear_recurrence_matches_loop(n):
+    rng = np.random.default_rng(n)
+    b, h0 = rng.normal(size=(2, n, 3)), rng.normal(size=3)
+    a = rng.uniform(-1.2, 1.2, size=(2, n, 3))
+    for decay in (0.7, a):  # a constant (the μ, σ², u streams) and a varying decay (v)
+        with jax.enable_x64(True):
+            got = linear_recurrence(decay, jnp.asarray(b), jnp.asarray(h0), axis=1)
+        h, expected = np.broadcast_to(h0, (2, 3)), []
+        for t in range(n):
+            h = (decay if isinstance(decay, float) else decay[:, t]) * h + b[:, t]
+            expected.append(h)
+        np.testing.assert_allclose(got, np.stack(expected, axis=1), rtol=1e-12, atol=1e-14)
+
+
+def test_presets():
     assert OnlineNorm(preset="cifar10").decays() == (1023 / 1024, 127 / 128)
     assert OnlineNorm(preset="cifar100").decays() == (511 / 512, 15 / 16)
+    assert OnlineNorm(preset="imagenet").decays() == (0.999, 0.99)
     assert OnlineNorm().decays() == (0.999, 0.99)
-    x = jnp.zeros((2, 3))
-    for kwargs, msg in [(dict(decay_forward=1.0), "decay_forward=1.0 must be in"),
-                        (dict(decay_backward=0.0), "decay_backward=0.0 must be in"),
-                        (dict(ecm="bn"), "unknown ecm 'bn'"),
-                        (dict(ecm="ac", clamp_value=0.0), "clamp_value=0.0"),
-                        (dict(preset="mnist"), "unknown preset 'mnist'")]:
-        with pytest.raises(ValueError, match=msg):
-            OnlineNorm(**kwargs).init(jax.random.PRNGKey(0), x)
+    assert OnlineNorm(preset="cifar10", decay_backward=0.5).decays() == (1023 / 1024, 0.5)
+    assert NORMS.lookup("online(preset='cifar100')")().decays() == (511 / 512, 15 / 16)
+
+
+@pytest.mark.parametrize("kwargs, shape, train, msg", [
+    (dict(decay_forward=1.0), (2, 3), False, "decay_forward=1.0 must be in"),
+    (dict(decay_forward=-0.5), (2, 3), False, "decay_forward=-0.5 must be in"),
+    (dict(decay_backward=0.0), (2, 3), False, "decay_backward=0.0 must be in"),
+    (dict(preset="cifar10", decay_backward=1.5), (2, 3), False, "decay_backward=1.5"),
+    (dict(ecm="bn"), (2, 3), False, "unknown ecm 'bn'; valid: ls, ac, none"),
+    (dict(ecm="ac", clamp_value=0.0), (2, 3), False, "clamp_value=0.0 must be > 0"),
+    (dict(ecm="ac", clamp_value=-1), (2, 3), False, "clamp_value=-1 must be > 0"),
+    (dict(preset="mnist"), (2, 3), False, "unknown preset 'mnist'"),
+    (dict(streams=0), (2, 3), False, "streams=0 must be a positive int"),
+    (dict(streams="gpu"), (2, 3), False, "streams='gpu' must be"),
+    (dict(streams=4), (6, 3), True, "streams=4 does not divide the training batch of 6"),
+    (dict(), (2, 3, 3), False, r"input of shape \(2, 3, 3\)"),
+])
+def test_bad_input_raises_at_init(kwargs, shape, train, msg):
+    with pytest.raises(ValueError, match=f"OnlineNorm.*{msg}"):
+        OnlineNorm(**kwargs).init(jax.random.PRNGKey(0), jnp.zeros(shape), train=train)
 
 
 _SHARDED = r"""
-import sys, jax, jax.numpy as jnp, numpy as np
+import re, sys, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from gnj import sharding
 from gnj.nn.online_norm import OnlineNorm
 from gnj.state import BACKWARD_STATE
 mesh = sharding.make_mesh()
-layer = OnlineNorm(decay_forward=0.8, decay_backward=0.7)
 rng = np.random.default_rng(0)
 x = jnp.asarray(rng.normal(size=(16, 4, 4, 3)).astype(np.float32))
 g = jnp.asarray(rng.normal(size=(16, 4, 4, 3)).astype(np.float32))
-v = layer.init(jax.random.PRNGKey(0), x)
-def step(v, x):
-    def f(bwd, x):
-        out, new = layer.apply({**v, BACKWARD_STATE: bwd}, x, train=True, mutable=["batch_stats"])
-        return jnp.sum(out * g), (out, new)
-    (_, (out, new)), (bwd, dx) = jax.value_and_grad(f, (0, 1), has_aux=True)(v[BACKWARD_STATE], x)
-    return out, dx, new["batch_stats"], bwd
-x = jax.device_put(x, NamedSharding(mesh, P("data")))
-out = jax.jit(step)(v, x)
-np.savez(sys.argv[1], *[np.asarray(a) for a in jax.tree.leaves(out)])
+batch = NamedSharding(mesh, P("data"))
+x, g = jax.device_put(x, batch), jax.device_put(g, batch)
+results, collectives = {}, {}
+for streams in (1, 8):
+    layer = OnlineNorm(decay_forward=0.8, decay_backward=0.7, ecm="ls", streams=streams)
+    v = layer.init(jax.random.PRNGKey(0), x[:1])
+    v["params"] = {"scale": jnp.array([0.5, 1.0, 2.0]), "bias": jnp.array([0.1, 0.0, -0.1])}
+    def step(v, x, g):
+        def f(params, bwd, x):
+            out, new = layer.apply({**v, "params": params, BACKWARD_STATE: bwd}, x, train=True,
+                                   mutable=["batch_stats"])
+            return jnp.sum(out * g), (out, new)
+        (_, (out, new)), grads = jax.value_and_grad(f, (0, 1, 2), has_aux=True)(
+            v["params"], v[BACKWARD_STATE], x)
+        return out, grads, new["batch_stats"]
+    compiled = jax.jit(step).lower(v, x, g).compile()
+    for _ in range(2):  # two consecutive batches, the state carried as the train step does
+        out, (dparams, bwd, dx), stats = compiled(v, x, g)
+        v = {"params": v["params"], "batch_stats": stats, BACKWARD_STATE: bwd}
+        results[f"{streams}"] = [np.asarray(a) for a in jax.tree.leaves((out, dx, dparams, v))]
+    collectives[streams] = sorted(set(re.findall(
+        r"(all-gather|all-to-all|collective-permute|reduce-scatter)", compiled.as_text())))
+np.savez(sys.argv[1], *results["1"], *results["8"])
+print("COLLECTIVES", collectives[1], collectives[8])
 """
 
 
-def test_global_stream_is_identical_on_one_and_eight_devices(tmp_path):
-    results = []
+def test_streams_are_identical_on_one_and_eight_devices(tmp_path):
+    """Global stream (streams=1) and 8 streams: outputs, input and γ/β gradients and the new
+    μ, σ², u, v after two batches are the same on 1 and on 8 devices; on 8 devices the 8
+    streams run on their own shards (no collective moves activations between devices)."""
+    runs = []
     for n in (1, 8):
         path = str(tmp_path / f"on{n}.npz")
-        run_python(["-c", _SHARDED, path], devices=n)
-        results.append(np.load(path))
-    assert len(results[0].files) == 6
-    for k in results[0].files:
-        np.testing.assert_allclose(results[0][k], results[1][k], rtol=1e-5, atol=1e-6)
+        proc = run_python(["-c", _SHARDED, path], devices=n)
+        data = np.load(path)
+        runs.append([data[f"arr_{i}"] for i in range(len(data.files))])
+    assert len(runs[0]) == 2 * 10  # per streams: out, dx, dβ, dγ, u, v, μ, σ², β, γ
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    half = len(runs[1]) // 2
+    assert not all(np.allclose(a, b) for a, b in zip(runs[1][:half], runs[1][half:]))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("COLLECTIVES"))
+    assert line.endswith("[]"), line  # streams=8 on 8 devices: no all-gather / permute
