@@ -6,8 +6,12 @@ Width w, depth d (number of Linear layers), at most ``tc`` links per layer::
     o_j = L_j(φ([o_{j−1}, feat_{j−2}[:, links_j]]))   for j = 2 … d−1 (the last without φ)
 
 The link pool of layer j, ``feat_{j−2}``, has (j−1)·w channels and excludes the immediate
-predecessor; layer j takes tc_j = min(tc, (j−1)·w) of them (clamped like the reference). A ``tc``
-larger than the *largest* pool, (d−2)·w, is rejected with a ValueError.
+predecessor; layer j takes tc_j = min(tc, (j−1)·w) of them (clamped like the reference). With
+``strict_tc=True`` (default) a ``tc`` larger than the *largest* pool, (d−2)·w, is rejected with a
+ValueError (it would only mean "fully linked"); ``strict_tc=False`` accepts any tc ≥ 0 like the
+reference. The reference's train_mlp defaults (w 8, d 4, tc 20) are therefore our defaults with
+tc 16 — the same, fully linked network — or tc 20 with ``strict_tc=False``.
+``gnj.models.nn_mass`` always uses the clamped counts, so it is defined for any tc ≥ 0.
 
 Deliberate differences from the reference:
 
@@ -106,25 +110,30 @@ class DenseMLP(nn.Module):
 
     width: int = 8
     depth: int = 4
-    tc: int = 20
+    tc: int = 16
     topology_seed: int = 0
+    strict_tc: bool = True
     num_classes: int = 10
     act: str = "elu"
     weight_init: str = "torch_default"
 
     tiny: ClassVar[dict] = dict(width=4, depth=4, tc=3, input_shape=(4, 4, 1))
 
-    def check(self) -> None:
-        """ValueError for sizes the model cannot have."""
+    def check(self, strict: bool | None = None) -> None:
+        """ValueError for sizes the model cannot have (tc above the largest pool if strict)."""
         if self.width < 1:
             raise ValueError(f"dense_mlp: width {self.width} must be ≥ 1")
         if self.depth < 3:
             raise ValueError(f"dense_mlp: depth {self.depth} must be ≥ 3 (two layers without "
                              "links, then linked layers)")
         max_pool = (self.depth - 2) * self.width
-        if self.tc < 0 or self.tc > max_pool:
+        strict = self.strict_tc if strict is None else strict
+        if self.tc < 0:
+            raise ValueError(f"dense_mlp: tc {self.tc} must be ≥ 0 (links per layer)")
+        if strict and self.tc > max_pool:
             raise ValueError(f"dense_mlp: tc {self.tc} exceeds the largest link pool "
-                             f"({max_pool} = (depth−2)·width); allowed: 0 … {max_pool}")
+                             f"({max_pool} = (depth−2)·width); allowed: 0 … {max_pool} (or any "
+                             "tc ≥ 0 with strict_tc=False, clamped like the reference)")
 
     def links(self) -> list[np.ndarray]:
         """Link indices of layers 2 … d−1 (into ``feat_{j−2}``, see :func:`sample_links`)."""

@@ -70,9 +70,11 @@ class FixupBlock(nn.Module):
         return nn.relu(y + shortcut)
 
 
-@MODELS.register("fixup_resnet")
+@MODELS.register("fixup_resnet", "fixup_resnet50")
 class FixupResNet(nn.Module):
-    """torchvision-shaped Fixup ResNet (``arch`` from ``gnj.models.resnet.ARCHS``)."""
+    """torchvision-shaped Fixup ResNet (``arch`` from ``gnj.models.resnet.ARCHS``; also
+    registered as ``fixup_resnet50``, the default arch). ``cifar_stem`` swaps the 7×7/2 stem and
+    max-pool for a 3×3/1 conv (small inputs; not in the reference)."""
 
     arch: str = "resnet50"
     variant: str = "original"
@@ -89,6 +91,10 @@ class FixupResNet(nn.Module):
         if self.variant not in VARIANTS:
             raise ValueError(f"fixup_resnet: variant {self.variant!r}; valid: original, ours")
         kind, layers, _, _ = ARCHS[self.arch]
+        strides = len(layers) - 1 + (0 if self.cifar_stem else 2)
+        if x.ndim != 4 or min(x.shape[1:3]) < 2**strides:
+            raise ValueError(f"fixup_resnet: input shape {tuple(x.shape[1:])} is too small for "
+                             f"{strides} stride-2 stages; need NHWC with H, W ≥ {2**strides}")
         stem_init = inits.kaiming_normal(math.sqrt(2.0), mode="fan_out")
         if self.cifar_stem:
             x = common.conv("plain", 64, 3, 1, kernel_init=stem_init, name="conv1")(x)

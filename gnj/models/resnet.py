@@ -6,7 +6,14 @@ REFERENCE.md §1.5, §4.6, §5.4): stem 7×7/2 conv → norm → ReLU → 3×3/2
 without pool when ``cifar_stem``), four stages of basic or bottleneck blocks (stride on the 3×3
 conv, torchvision v1.5), downsample 1×1 conv + norm, global average pool, Linear. Convs are
 kaiming-normal with fan_out (torchvision's init); norms start at γ=1, β=0; ``zero_init_residual``
-zeroes the last norm's γ of each block.
+zeroes the last norm's γ of each block (a ValueError for norms without a scale, e.g. ``none``).
+Every norm of the net, downsample norms included, is ``norm`` (Chiley's ``--norm-mode``, §5.4);
+``act`` (default ReLU) replaces every ReLU. The classifier keeps PyTorch's default Linear init.
+Each block is a block for analysis (``is_block``). NN-Mass: ``gnj.models.nn_mass`` (§4.2).
+
+Presets: ``resnet18`` … ``resnet152``, ``resnext50_32x4d``, ``resnext101_32x8d``,
+``wide_resnet50_2``, ``wide_resnet101_2`` (each = ``resnet_imagenet(arch=...)``). Chen's SMN
+ResNet-50 (§1.5) is ``resnet50(conv="centered", norm="smn")``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
-from gnj.registry import MODELS
+from gnj.registry import MODELS, NORMS, spec_name
 
 SQRT2 = 1.4142135623730951
 # arch: (block, layers, groups, width_per_group)
@@ -47,6 +54,7 @@ class Block(nn.Module):
     conv: str
     weight_init: str
     zero_init_residual: bool
+    act: str = "relu"
 
     is_block: ClassVar[bool] = True
 
@@ -56,17 +64,18 @@ class Block(nn.Module):
         conv = lambda f, k, s, name, groups=1: common.conv(
             self.conv, f, k, s, kernel_init=kinit, groups=groups, name=name)
         last_scale = 0.0 if self.zero_init_residual else 1.0
+        act = lambda y: common.make_act(self.act)(y)
         if self.kind == "basic":
             out_ch = self.planes
-            y = nn.relu(common.make_norm(self.norm, "bn1")(
+            y = act(common.make_norm(self.norm, "bn1")(
                 conv(self.planes, 3, self.stride, "conv1")(x), train))
             y = common.make_norm(self.norm, "bn2", **_scale(self.norm, last_scale))(
                 conv(self.planes, 3, 1, "conv2")(y), train)
         else:
             width = int(self.planes * (self.base_width / 64.0)) * self.groups
             out_ch = self.planes * 4
-            y = nn.relu(common.make_norm(self.norm, "bn1")(conv(width, 1, 1, "conv1")(x), train))
-            y = nn.relu(common.make_norm(self.norm, "bn2")(
+            y = act(common.make_norm(self.norm, "bn1")(conv(width, 1, 1, "conv1")(x), train))
+            y = act(common.make_norm(self.norm, "bn2")(
                 conv(width, 3, self.stride, "conv2", self.groups)(y), train))
             y = common.make_norm(self.norm, "bn3", **_scale(self.norm, last_scale))(
                 conv(out_ch, 1, 1, "conv3")(y), train)
@@ -74,12 +83,21 @@ class Block(nn.Module):
         if self.stride != 1 or x.shape[-1] != out_ch:
             shortcut = common.make_norm(self.norm, "downsample_bn")(
                 conv(out_ch, 1, self.stride, "downsample_conv")(x), train)
-        return nn.relu(y + shortcut)
+        return act(y + shortcut)
 
 
 def _scale(norm: str, value: float) -> dict:
     """``scale_init`` for the block's last norm when zeroing it (only norms that take it)."""
-    return {} if value == 1.0 else {"scale_init": value}
+    if value == 1.0:
+        return {}
+    fields = getattr(NORMS.get(spec_name(norm)), "__dataclass_fields__", {})
+    if "scale_init" not in fields:
+        takes = sorted(n for n in NORMS.names()
+                       if "scale_init" in getattr(NORMS.get(n), "__dataclass_fields__", {}))
+        raise ValueError(f"resnet: zero_init_residual needs a norm with a learnable scale "
+                         f"(scale_init); norm {norm!r} has none. Norms that have one: "
+                         f"{', '.join(takes)}")
+    return {"scale_init": value}
 
 
 @MODELS.register("resnet_imagenet")
@@ -93,6 +111,7 @@ class ResNet(nn.Module):
     weight_init: str = f"kaiming_normal(mode='fan_out', gain={SQRT2})"
     zero_init_residual: bool = False
     cifar_stem: bool = False
+    act: str = "relu"
 
     tiny: ClassVar[dict] = dict(arch="resnet18", cifar_stem=True, input_shape=(16, 16, 3))
 
@@ -111,10 +130,10 @@ class ResNet(nn.Module):
         kinit = common.make_init(self.weight_init, "relu")
         if self.cifar_stem:
             x = common.conv(self.conv, 64, 3, 1, kernel_init=kinit, name="conv1")(x)
-            x = nn.relu(common.make_norm(self.norm, "bn1")(x, train))
+            x = common.make_act(self.act)(common.make_norm(self.norm, "bn1")(x, train))
         else:
             x = common.conv(self.conv, 64, 7, 2, kernel_init=kinit, name="conv1")(x)
-            x = nn.relu(common.make_norm(self.norm, "bn1")(x, train))
+            x = common.make_act(self.act)(common.make_norm(self.norm, "bn1")(x, train))
             x = nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf),
                             (3, 3), (2, 2))
         for stage, blocks in enumerate(layers):
@@ -122,7 +141,7 @@ class ResNet(nn.Module):
             for i in range(blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
                 x = Block(planes, stride, kind, groups, base_width, self.norm, self.conv,
-                          self.weight_init, self.zero_init_residual,
+                          self.weight_init, self.zero_init_residual, self.act,
                           name=f"layer{stage + 1}_{i}")(x, train)
         x = common.global_avg_pool(x)
         return common.dense(self.num_classes, name="fc")(x)

@@ -1,8 +1,9 @@
 """VGG-style non-residual CNNs of Beyond BatchNorm (Lubana et al.; REFERENCE.md §2.3).
 
 Each cfg entry is a 3×3 conv (padding 1; stride 2 for ``(width, 2)`` entries) → norm → act;
-then a global mean pool and a Linear classifier. Convs: kaiming-normal (fan_in, ReLU gain), bias
-only with weight-reparametrised convs (``sws``, ``weight_norm``), as in the reference. Each
+then a global mean pool and a Linear classifier (PyTorch default init). Convs: kaiming-normal
+(fan_in, ReLU gain √2 whatever the activation, as the reference's ``get_convlayer``), bias only
+with weight-reparametrised convs (``sws``, ``weight_norm``), as in the reference. Each
 conv-norm-act layer is a block.
 """
 
@@ -66,7 +67,7 @@ class VGG(nn.Module):
     num_classes: int = 100
     norm: str = "batch"
     act: str = "relu"
-    weight_init: str = "kaiming_normal"
+    weight_init: str = "kaiming_normal(gain=1.4142135623730951)"
     conv: str = "plain"
 
     tiny: ClassVar[dict] = dict(cfg=(8, (8, 2), 8), input_shape=(8, 8, 3))

@@ -1,4 +1,4 @@
-"""ConstNet and LeakyNet (Blumenfeld, Gilboa, Soudry, ICML 2020; REFERENCE.md §3.3, §3.4).
+"""ConstNet (Blumenfeld, Gilboa, Soudry, ICML 2020; REFERENCE.md §3.3).
 
 **ConstNet** (``wrn_constnet``): a Wide ResNet with *single-conv* blocks, channels
 [16, 16k, 32k, 64k], n = (depth − 4)/3 blocks per stage (the reference's rule for its single-conv
@@ -13,16 +13,11 @@ not have), ``droprate`` (dropout after each block conv) or ``dropl1`` (dropout o
 ``varnet=True`` is the random He (fan_out) baseline. The reference evaluates each stage twice
 [as-written]; ``double_forward=True`` reproduces that, the default evaluates once.
 
-**LeakyNet** (``leakynet``): the same channel plan with no skips: block i is
-act(conv3×3(x + b₀)) with a leaky ReLU of slope ``lrelu``, BN after the activation of odd blocks
-when ``norm`` is not ``none``, dropout optional; head act → mean → fc (fc N(0, √(noise/144)) if
-``fc_noise`` > 0, else 0); every conv initialised by its init-string character
-(``gnj.nn.inits.leakynet_init``).
+LeakyNet, the no-skip twin, is in ``gnj.models.leakynet``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import flax.linen as nn
@@ -36,13 +31,17 @@ from gnj.registry import MODELS, spec_name
 
 
 def blocks_per_stage(depth: int, model: str) -> int:
+    """n = (depth − 4)/3 single-conv blocks per stage: the reference's rule for its single-conv
+    WRN (depth 16 → 4 blocks per stage), not the two-conv WRN's (depth − 4)/6."""
     if depth < 7 or (depth - 4) % 3:
         raise ValueError(f"{model}: depth {depth} is not 3n+4 (single-conv blocks, n ≥ 1); "
-                         "allowed: 7, 10, 13, 16, 22, 28, ...")
+                         "allowed: 7, 10, 13, 16, 19, 22, 25, 28, ...")
     return (depth - 4) // 3
 
 
 class ConstBlock(nn.Module):
+    """One single-conv WRN block, BN path or (``norm="none"``) Fixup path; see the module doc."""
+
     features: int
     stride: int
     norm: str
@@ -113,65 +112,3 @@ class ConstNet(nn.Module):
                     x = block(x, train)
         x = common.global_avg_pool(nn.relu(x))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="fc")(x)
-
-
-class LeakyBlock(nn.Module):
-    features: int
-    stride: int
-    index: int
-    char: str
-    lrelu: float
-    norm: str
-    droprate: float
-    noise_scale: float
-
-    is_block: ClassVar[bool] = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = x + self.param("bias0", nn.initializers.zeros, (), jnp.float32)
-        x = common.conv("plain", self.features, 3, self.stride,
-                        kernel_init=inits.leakynet_init(self.char, self.index, self.lrelu),
-                        name="conv")(x)
-        x = SymmetryNoise(self.noise_scale)(x, train)
-        x = jax.nn.leaky_relu(x, self.lrelu) if self.lrelu > 0 else nn.relu(x)
-        if self.droprate > 0:
-            x = nn.Dropout(self.droprate, deterministic=not train)(x)
-        if self.index % 2 == 1 and spec_name(self.norm) not in ("none", "identity", "plain"):
-            x = common.make_norm(self.norm, "norm")(x, train)
-        return x
-
-
-@MODELS.register("leakynet")
-class LeakyNet(nn.Module):
-    init_string: str = "1_ii11_ii11_ii11"
-    depth: int = 16
-    widen_factor: int = 10
-    num_classes: int = 10
-    lrelu: float = 0.01
-    norm: str = "batch"
-    droprate: float = 0.0
-    noise_scale: float = 0.0
-    fc_noise: float = 0.0
-
-    tiny: ClassVar[dict] = dict(depth=7, widen_factor=1, init_string="1_i_i_i",
-                                input_shape=(8, 8, 3))
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        n = blocks_per_stage(self.depth, "leakynet")
-        chars = inits.check_init_string(self.init_string, 1 + 3 * n)
-        x = common.conv("plain", 16, 3, 1, kernel_init=inits.leakynet_init(chars[0], -1,
-                                                                           self.lrelu),
-                        name="stem")(x)
-        widths = [16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor]
-        for i in range(3 * n):
-            stage = i // n
-            x = LeakyBlock(widths[stage], 2 if stage > 0 and i % n == 0 else 1, i, chars[i + 1],
-                           self.lrelu, self.norm, self.droprate, self.noise_scale,
-                           name=f"block{i}")(x, train)
-        x = jax.nn.leaky_relu(x, self.lrelu) if self.lrelu > 0 else nn.relu(x)
-        x = common.global_avg_pool(x)
-        fc_init = (nn.initializers.normal(math.sqrt(self.fc_noise / 144.0))
-                   if self.fc_noise > 0 else nn.initializers.zeros)
-        return nn.Dense(self.num_classes, kernel_init=fc_init, name="fc")(x)

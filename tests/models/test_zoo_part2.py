@@ -1,0 +1,475 @@
+"""Zoo part 2 (Bhardwaj et al. NN-Mass nets, torchvision ResNets/MobileNetV2): closed-form parameter
+counts, forwards against NumPy re-derivations, the reference's quirk options, init conventions and
+bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gnj.analysis import blocks
+from gnj.models import build, dense_cnn, dense_mlp, mobilenet_v2
+from gnj.models.common import is_block
+
+
+def n_params(model, shape):
+    v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape))))
+    return sum(x.size for x in jax.tree.leaves(v["params"]))
+
+
+def conv(cin, cout, k, groups=1):
+    return cin // groups * cout * k * k
+
+
+def bn(c):
+    return 2 * c
+
+
+def _random_variables(model, shape, seed):
+    """Random float64 values for every variable (variances and scales in [0.5, 1.5]); only the
+    shapes come from the model (``eval_shape``: nothing is compiled)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *shape)))
+
+    def leaf(path, x):
+        if path[-1].key in ("var", "scale"):
+            return rng.uniform(0.5, 1.5, x.shape)
+        return rng.normal(0, 0.4, x.shape)
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameter counts (closed forms written here, checked against torchvision's published counts)
+
+
+def torchvision_resnet(kind, layers, groups=1, base_width=64, classes=1000):
+    total, inplanes = conv(3, 64, 7) + bn(64), 64
+    for stage, n in enumerate(layers):
+        planes = 64 * 2**stage
+        for i in range(n):
+            if kind == "basic":
+                out = planes
+                total += conv(inplanes, planes, 3) + conv(planes, planes, 3) + 2 * bn(planes)
+            else:
+                width = planes * base_width // 64 * groups
+                out = 4 * planes
+                total += conv(inplanes, width, 1) + conv(width, width, 3, groups) + \
+                    conv(width, out, 1) + 2 * bn(width) + bn(out)
+            if i == 0 and inplanes != out:
+                total += conv(inplanes, out, 1) + bn(out)
+            inplanes = out
+    return total + inplanes * classes + classes
+
+
+def torchvision_mobilenet_v2(classes=1000):
+    # standard setting at width 1: rows (t, c, n, s); stem 32, last 1280
+    rows = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]
+    total, inp = conv(3, 32, 3) + bn(32), 32
+    for t, c, n in rows:
+        for _ in range(n):
+            hidden = inp * t
+            if t != 1:
+                total += conv(inp, hidden, 1) + bn(hidden)
+            total += conv(hidden, hidden, 3, hidden) + bn(hidden) + conv(hidden, c, 1) + bn(c)
+            inp = c
+    return total + conv(320, 1280, 1) + bn(1280) + 1280 * classes + classes
+
+
+def test_closed_forms_reproduce_torchvision_published_counts():
+    assert torchvision_resnet("basic", (2, 2, 2, 2)) == 11_689_512
+    assert torchvision_resnet("bottleneck", (3, 4, 6, 3)) == 25_557_032
+    assert torchvision_resnet("bottleneck", (3, 4, 6, 3), 32, 4) == 25_028_904
+    assert torchvision_resnet("bottleneck", (3, 4, 6, 3), 1, 128) == 68_883_240
+    assert torchvision_mobilenet_v2() == 3_504_872
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("resnet18", torchvision_resnet("basic", (2, 2, 2, 2))),
+    ("resnet34", torchvision_resnet("basic", (3, 4, 6, 3))),
+    ("resnet50", torchvision_resnet("bottleneck", (3, 4, 6, 3))),
+    ("resnet101", torchvision_resnet("bottleneck", (3, 4, 23, 3))),
+    ("resnext50_32x4d", torchvision_resnet("bottleneck", (3, 4, 6, 3), 32, 4)),
+    ("wide_resnet50_2", torchvision_resnet("bottleneck", (3, 4, 6, 3), 1, 128)),
+    ("mobilenet_v2", torchvision_mobilenet_v2()),
+])
+def test_full_size_parameter_counts(name, expected):
+    assert n_params(build({"name": name}, 1000), (32, 32, 3)) == expected
+
+
+def test_resnet_cifar_stem_count():
+    # the 7×7 stem conv becomes 3×3 (64·3·(49 − 9) fewer weights); nothing else changes
+    full = torchvision_resnet("basic", (2, 2, 2, 2), classes=10)
+    got = n_params(build({"name": "resnet18", "cifar_stem": True}, 10), (32, 32, 3))
+    assert got == full - 3 * 64 * (49 - 9)
+
+
+def dense_cnn_count(cell_depth, widths, tcs, classes, depthwise, final_hw=4):
+    def conv_depth(cin, w):
+        return conv(cin, w, 1) + bn(w) + conv(w, w, 3, w) + bn(w) + conv(w, w, 1) + bn(w)
+
+    total, cin = 0, 3
+    for k, (w, tc) in enumerate(zip(widths, tcs)):
+        total += conv_depth(cin, w) if (depthwise and k > 0) else conv(cin, w, 3) + bn(w)
+        total += conv_depth(w, w) if depthwise else conv(w, w, 3) + bn(w)
+        for j in range(2, cell_depth):
+            fan = w + min(tc, (j - 1) * w)
+            total += bn(fan) + (conv_depth(fan, w) if depthwise else conv(fan, w, 3))
+        cin = w
+    return total + widths[-1] * final_hw**2 * classes + classes
+
+
+@pytest.mark.parametrize("name,depthwise", [("dense_cnn", False), ("dense_cnn_depthwise", True)])
+def test_dense_cnn_counts(name, depthwise):
+    m = build({"name": name, "cell_depth": 13, "wm": 2, "tc": (40, 80, 125)}, 10)
+    assert n_params(m, (32, 32, 3)) == dense_cnn_count(13, (32, 64, 128), (40, 80, 125), 10,
+                                                       depthwise)
+
+
+def test_dense_cnn_other_input_sizes():
+    # avgpool2 head: a 64×64 input leaves 8×8 per channel (flatten length 16× larger than 32×32
+    # would give ×4 → 8·8); the global head has w_last inputs
+    kw = {"name": "dense_cnn", "cell_depth": 4, "wm": 1, "tc": (3, 3, 3)}
+    base = dense_cnn_count(4, (16, 32, 64), (3, 3, 3), 10, False, final_hw=8)
+    assert n_params(build(kw, 10), (64, 64, 3)) == base
+    glob = base - 64 * 64 * 10 + 64 * 10
+    assert n_params(build({**kw, "head": "global"}, 10), (64, 64, 3)) == glob
+    assert n_params(build({**kw, "head": "global"}, 10), (24, 40, 3)) == glob
+
+
+def test_dense_mlp_count():
+    # 784-input MNIST MLP w8 d8 tc10: linked layers take 8, 10, 10, 10, 10, 10 extra inputs
+    links = [8, 10, 10, 10, 10, 10]
+    outs = [8] * 5 + [10]
+    expected = 784 * 8 + 8 + 8 * 8 + 8 + sum((8 + t) * o + o for t, o in zip(links, outs))
+    assert expected == 7286
+    assert n_params(build({"name": "dense_mlp", "width": 8, "depth": 8, "tc": 10}, 10),
+                    (28, 28, 1)) == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# Dense MLP (§4.4): forward vs NumPy, links, blocks
+
+
+def _elu(z):
+    return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+
+
+def test_dense_mlp_forward_matches_numpy_reference():
+    w, d, tc, seed = 3, 6, 4, 5
+    m = build({"name": "dense_mlp", "width": w, "depth": d, "tc": tc, "topology_seed": seed}, 2)
+    x = np.random.default_rng(0).normal(size=(4, 2, 2, 2))
+    v = _random_variables(m, (2, 2, 2), 1)
+    with jax.enable_x64(True):
+        y = np.asarray(jax.jit(m.apply)(v, jnp.asarray(x)))
+    p = v["params"]
+    links = m.links()
+    L = lambda i, z: z @ p[f"layer{i}"]["kernel"] + p[f"layer{i}"]["bias"]
+    # §4.4: o0 = φ(L0 x); o1 = L1 o0; feat0 = o0, feat1 = [o1, o0]; layer j = i + 2 reads
+    # [o_{j−1}, feat_i[:, links_j]] and feat_{i+2} = [o_j, feat_{i+1}]
+    o0 = _elu(L(0, x.reshape(4, -1)))
+    o1 = L(1, o0)
+    feat = [o0, np.concatenate([o1, o0], 1)]
+    prev = o1
+    for i in range(d - 2):
+        j = i + 2
+        inp = np.concatenate([prev, feat[i][:, links[i]]], 1)
+        prev = L(j, inp) if j == d - 1 else L(j, _elu(inp))
+        feat.append(np.concatenate([prev, feat[i + 1]], 1))
+    np.testing.assert_allclose(y, prev, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_mlp_links_are_seeded_clamped_and_in_range():
+    m = build({"name": "dense_mlp", "width": 4, "depth": 6, "tc": 6, "topology_seed": 3}, 2)
+    links = m.links()
+    assert [len(k) for k in links] == [4, 6, 6, 6]  # min(6, (j−1)·4), j = 2 … 5
+    for j, k in enumerate(links, start=2):
+        assert len(set(k.tolist())) == len(k) and k.min() >= 0 and k.max() < (j - 1) * 4
+    again = build({"name": "dense_mlp", "width": 4, "depth": 6, "tc": 6, "topology_seed": 3}, 2)
+    other = build({"name": "dense_mlp", "width": 4, "depth": 6, "tc": 6, "topology_seed": 4}, 2)
+    assert all((a == b).all() for a, b in zip(links, again.links()))
+    assert any(a.shape != b.shape or (a != b).any() for a, b in zip(links, other.links()))
+    rows = m.structure(16)
+    assert [r["inp"] for r in rows] == [16, 4, 8, 10, 10, 10]
+    assert [r["out"] for r in rows] == [4, 4, 4, 4, 4, 2]
+
+
+def test_dense_mlp_reference_default_tc_needs_strict_off():
+    with pytest.raises(ValueError, match="dense_mlp: tc 20 exceeds the largest link pool"):
+        build({"name": "dense_mlp", "tc": 20}, 10).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+    loose = build({"name": "dense_mlp", "tc": 20, "strict_tc": False}, 10)
+    assert n_params(loose, (4,)) == n_params(build({"name": "dense_mlp"}, 10), (4,))
+
+
+def test_dense_mlp_blocks_give_the_ldi_layer_jacobians():
+    """Each layer is a block; its Jacobian at its real input is diag(φ′(left))·W·diag(φ′(right))
+    from ``layer_jacobian_factors`` (φ′ of ELU: 1 for z > 0, eᶻ otherwise), except the last layer,
+    whose forward has no φ (LDI's convention puts φ′ on its input anyway)."""
+    m = build({"name": "dense_mlp", "width": 3, "depth": 5, "tc": 2, "topology_seed": 1}, 2)
+    v = _random_variables(m, (5,), 0)
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5)))
+        ins = blocks.block_inputs(m, v, x)
+        facs = dense_mlp.layer_jacobian_factors(m, v, x)
+        assert list(ins) == [f"layer{j}" for j in range(5)]
+        dphi = lambda z: np.where(z > 0, 1.0, np.exp(z))
+        for j, (name, z) in enumerate(ins.items()):
+            f = blocks.block_function(m, v, x[:1], name)
+            jac = np.asarray(jax.jacobian(lambda zi, f=f: f(zi[None])[0])(z[0]))
+            fac = facs[j]
+            expect = np.asarray(fac.kernel)
+            if fac.left is not None:
+                expect = dphi(np.asarray(fac.left[0]))[:, None] * expect
+            if fac.right is not None and j < 4:
+                expect = expect * dphi(np.asarray(fac.right[0]))[None, :]
+            np.testing.assert_allclose(jac, expect, rtol=1e-12, atol=1e-12)
+            if j >= 2:  # the factor's right input is the block's own input
+                np.testing.assert_allclose(fac.right, z, rtol=0, atol=0)
+        assert facs[4].right is not None and facs[1].left is None and facs[1].right is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Dense CNNs (§4.5): forward vs NumPy with random norm statistics
+
+
+def np_conv(x, k, stride=1, groups=1):
+    kh = k.shape[0]
+    p = kh // 2
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    n, h, w, c = x.shape
+    ho, wo = (h + 2 * p - kh) // stride + 1, (w + 2 * p - kh) // stride + 1
+    cg, og = c // groups, k.shape[-1] // groups
+    out = np.zeros((n, ho, wo, k.shape[-1]))
+    for g in range(groups):
+        for a in range(kh):
+            for b in range(kh):
+                patch = xp[:, a:a + stride * ho:stride, b:b + stride * wo:stride,
+                           g * cg:(g + 1) * cg]
+                out[..., g * og:(g + 1) * og] += patch @ k[a, b, :, g * og:(g + 1) * og]
+    return out
+
+
+def np_dense_cnn(p, s, x, cell_depth, links, depthwise):
+    relu = lambda z: np.maximum(z, 0)
+
+    def norm(path, z):
+        q, r = p, s
+        for key in path:
+            q, r = q[key], r[key]
+        return (z - r["mean"]) / np.sqrt(r["var"] + 1e-5) * q["scale"] + q["bias"]
+
+    def conv_depth(path, z, stride):
+        q = p
+        for key in path:
+            q = q[key]
+        w = q["pw1"]["kernel"].shape[-1]
+        z = relu(norm(path + ["norm1"], np_conv(z, q["pw1"]["kernel"])))
+        z = relu(norm(path + ["norm2"], np_conv(z, q["dw"]["kernel"], stride, w)))
+        return norm(path + ["norm3"], np_conv(z, q["pw2"]["kernel"]))
+
+    def op(name, z, stride, use_depth):
+        if use_depth:
+            return conv_depth([name, "conv_depth"], z, stride)
+        return np_conv(z, p[name]["conv"]["kernel"], stride)
+
+    for k in range(len(links)):
+        n = lambda j, k=k: f"cell{k}_layer{j}"
+        if depthwise and k > 0:
+            outs = [op(n(0), x, 2, True)]
+        else:
+            outs = [norm([n(0), "post_norm"], op(n(0), x, 1 if k == 0 else 2, False))]
+        o1 = op(n(1), relu(outs[0]), 1, depthwise)
+        outs.append(o1 if depthwise else norm([n(1), "post_norm"], o1))
+        for j in range(2, cell_depth):
+            pool = np.concatenate(outs[::-1][:j - 1], -1)  # out_{j−1}, …, out_1 (predecessor in)
+            inp = np.concatenate([outs[-1], pool[..., links[k][j - 2]]], -1)
+            outs.append(op(n(j), relu(norm([n(j), "pre_norm"], inp)), 1, depthwise))
+        x = outs[-1]
+    nb, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(nb, h // 2, 2, w // 2, 2, c).mean((2, 4))
+    return x.reshape(nb, -1) @ p["fc"]["kernel"] + p["fc"]["bias"]
+
+
+@pytest.mark.parametrize("name,depthwise", [("dense_cnn", False), ("dense_cnn_depthwise", True)])
+def test_dense_cnn_forward_matches_numpy(name, depthwise):
+    m = build({"name": name, "cell_depth": 4, "wm": 0.25, "tc": (3, 6), "num_cells": 2,
+               "topology_seed": 0}, 3)
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 3))
+    v = _random_variables(m, (6, 6, 3), 2)
+    with jax.enable_x64(True):
+        y = np.asarray(jax.jit(m.apply)(v, jnp.asarray(x)))
+    links = m.links()
+    assert [[len(i) for i in c] for c in links] == [[3, 3], [6, 6]]  # min(tc, (j−1)·w)
+    expect = np_dense_cnn(v["params"], v["batch_stats"], x, 4, links, depthwise)
+    np.testing.assert_allclose(y, expect, rtol=1e-10, atol=1e-10)
+
+
+def test_dense_cnn_links_use_randomstate_and_include_predecessor():
+    m = build({"name": "dense_cnn", "cell_depth": 5, "wm": 0.25, "tc": (2, 16), "num_cells": 2,
+               "topology_seed": 7}, 3)
+    rs = np.random.RandomState(7)
+    expect = [[np.sort(rs.choice(p, k, replace=False)) for p, k in ((4, 2), (8, 2), (12, 2))],
+              [np.sort(rs.choice(p, k, replace=False)) for p, k in ((8, 8), (16, 16), (24, 16))]]
+    for got_cell, exp_cell in zip(m.links(), expect):
+        for a, b in zip(got_cell, exp_cell):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bn_eval_quirk_always_uses_running_stats():
+    kw = {"name": "dense_cnn", "cell_depth": 3, "wm": 0.25, "tc": (2,), "num_cells": 1}
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 4, 4, 3)), jnp.float32)
+    quirk = build({**kw, "bn_eval_quirk": True}, 3)
+    v = quirk.init(jax.random.PRNGKey(0), x)
+    y_train, upd = quirk.apply(v, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(y_train, quirk.apply(v, x, train=False), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(upd["batch_stats"]), jax.tree.leaves(v["batch_stats"])):
+        np.testing.assert_array_equal(a, b)  # running stats stay 0 / 1
+    fixed = build(kw, 3)
+    y_fixed, upd = fixed.apply(v, x, train=True, mutable=["batch_stats"])
+    assert not np.allclose(y_fixed, y_train)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(upd["batch_stats"]),
+                                                        jax.tree.leaves(v["batch_stats"])))
+
+
+def test_tc0_bn_bug_drops_the_norm_of_unlinked_layers():
+    kw = {"name": "dense_cnn", "cell_depth": 4, "wm": 0.25, "tc": (0,), "num_cells": 1}
+    x = jnp.zeros((1, 4, 4, 3))
+    fixed = build(kw, 3).init(jax.random.PRNGKey(0), x)["params"]
+    bug = build({**kw, "tc0_bn_bug": True}, 3).init(jax.random.PRNGKey(0), x)["params"]
+    assert "pre_norm" in fixed["cell0_layer2"] and "pre_norm" not in bug["cell0_layer2"]
+    assert fixed["cell0_layer2"]["conv"]["kernel"].shape == (3, 3, 4, 4)  # no links: w inputs
+
+
+# ------------------------------------------------------------------------------------------------
+# MobileNetV2 and ResNets: structure and init conventions
+
+
+def test_mobilenet_v2_structure_and_init():
+    stem, specs, last = mobilenet_v2.block_specs(1.0, mobilenet_v2.STANDARD_SETTING)
+    assert (stem, last, len(specs)) == (32, 1280, 17)
+    assert [s.residual for s in specs].count(True) == 10
+    assert mobilenet_v2.make_divisible(32 * 0.35) == 16 and mobilenet_v2.make_divisible(35.2) == 32
+    # the first rows of the standard setting (the head is the full 1280 → 1000 classifier)
+    m = build({"name": "mobilenet_v2",
+               "inverted_residual_setting": mobilenet_v2.STANDARD_SETTING[:2]}, 1000)
+    v = jax.jit(m.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    fc = np.asarray(v["classifier"]["kernel"])
+    assert fc.shape == (1280, 1000) and abs(fc.std() - 0.01) < 3e-4
+    assert not np.asarray(v["classifier"]["bias"]).any()
+    k = np.asarray(v["last"]["conv"]["kernel"])  # 1×1, 24 → 1280: fan_out 1280
+    assert abs(k.std() - np.sqrt(2 / 1280)) < 0.02 * np.sqrt(2 / 1280)
+    # depthwise 3×3 over 16·6 = 96 channels: PyTorch's fan_out ignores groups → 9·96
+    dw = np.asarray(v["block1"]["depthwise"]["conv"]["kernel"])
+    assert dw.shape == (3, 3, 1, 96)
+    assert abs(dw.std() - np.sqrt(2 / 864)) < 0.06 * np.sqrt(2 / 864)
+    assert "expand" not in v["block0"] and "expand" in v["block1"]
+
+
+def test_mobilenet_v2_dropout_and_residual():
+    m = build({"name": "mobilenet_v2", "width_mult": 0.25, "norm": "none",
+               "inverted_residual_setting": ((1, 8, 2, 1),)}, 3)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3)), jnp.float32)
+    v = m.init(jax.random.PRNGKey(0), x)
+    a = m.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    b = m.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+    assert not np.allclose(a, b)
+    nodrop = build({"name": "mobilenet_v2", "width_mult": 0.25, "norm": "none", "dropout": 0.0,
+                    "inverted_residual_setting": ((1, 8, 2, 1),)}, 3)
+    np.testing.assert_allclose(nodrop.apply(v, x, train=True), m.apply(v, x), rtol=1e-6)
+    # the second block (8 → 8, stride 1) is residual: zeroing its projection makes it the identity
+    ins = blocks.block_inputs(m, v, x)
+    p = jax.tree.map(lambda t: t, v)
+    p["params"]["block1"]["project"]["kernel"] = jnp.zeros_like(
+        p["params"]["block1"]["project"]["kernel"])
+    f = blocks.block_function(m, p, x, "block1")
+    np.testing.assert_allclose(f(ins["block1"]), ins["block1"], rtol=0, atol=0)
+
+
+def test_resnet_any_norm_everywhere_and_blocks():
+    m = build({"name": "resnet50", "norm": "group(groups=2)", "cifar_stem": True}, 10)
+    v = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    p = v["params"]
+    assert set(p["layer2_0"]) >= {"downsample_conv", "downsample_bn", "bn3"}
+    assert p["conv1"]["kernel"].shape == (3, 3, 3, 64)
+    assert "batch_stats" not in v  # group norm everywhere, downsample norms included
+
+
+def test_resnet_zero_init_residual_makes_blocks_identity_plus_relu():
+    m = build({"name": "resnet18", "cifar_stem": True, "zero_init_residual": True}, 10)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+    v = m.init(jax.random.PRNGKey(0), x)
+    assert not np.asarray(v["params"]["layer1_0"]["bn2"]["scale"]).any()
+    ins = blocks.block_inputs(m, v, x)
+    f = blocks.block_function(m, v, x, "layer1_1")
+    np.testing.assert_allclose(f(ins["layer1_1"]), jax.nn.relu(ins["layer1_1"]), atol=1e-6)
+    with pytest.raises(ValueError, match="zero_init_residual needs a norm with a learnable scale"):
+        build({"name": "resnet18", "norm": "none", "zero_init_residual": True}, 10).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_resnet_convs_are_kaiming_fan_out():
+    m = build({"name": "resnet18"}, 10)
+    v = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    k = np.asarray(v["layer4_0"]["conv2"]["kernel"])  # 3×3, 512 → 512: fan_out 9·512
+    assert abs(k.std() - np.sqrt(2 / (9 * 512))) < 0.01 * np.sqrt(2 / (9 * 512))
+
+
+@pytest.mark.parametrize("name", ["dense_mlp", "dense_cnn", "dense_cnn_depthwise", "mobilenet_v2",
+                                  "resnet_imagenet"])
+def test_tiny_builds_train_and_expose_blocks(name):
+    from gnj.registry import MODELS
+
+    kw = dict(MODELS.get(name).tiny)
+    shape = kw.pop("input_shape")
+    m = MODELS.get(name)(num_classes=3, **kw)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, *shape)), jnp.float32)
+    v = m.init(jax.random.PRNGKey(0), x)
+    y, _ = m.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+    assert y.shape == (2, 3) and np.isfinite(np.asarray(y)).all()
+    found = []
+    import flax.linen as nn
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and is_block(context.module):
+            found.append(type(context.module).__name__)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        m.apply(v, x)
+    assert found
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize("spec,shape,msg", [
+    ({"name": "dense_mlp", "width": 4, "depth": 4, "tc": 9}, (4, 4, 1),
+     "dense_mlp: tc 9 exceeds the largest link pool \\(8"),
+    ({"name": "dense_mlp", "depth": 2}, (4, 4, 1), "dense_mlp: depth 2 must be ≥ 3"),
+    ({"name": "dense_cnn", "tc": (40, 80, 2000)}, (32, 32, 3),
+     "dense_cnn: tc 2000 of cell 2 exceeds the largest link pool \\(1408"),
+    ({"name": "dense_cnn_depthwise", "tc": (1, 2)}, (32, 32, 3),
+     "dense_cnn_depthwise: tc \\(1, 2\\) needs one entry per cell \\(num_cells=3\\)"),
+    ({"name": "dense_cnn", "kind": "sparse"}, (32, 32, 3), "unknown kind 'sparse'; valid: regular"),
+    ({"name": "dense_cnn", "head": "max"}, (32, 32, 3), "unknown head 'max'; valid: avgpool2"),
+    ({"name": "dense_cnn", "cell_depth": 2}, (32, 32, 3), "dense_cnn: cell_depth 2 must be ≥ 3"),
+    ({"name": "dense_cnn"}, (4, 4, 3), "dense_cnn: input shape \\(4, 4, 3\\) is too small.*5×5"),
+    ({"name": "mobilenet_v2"}, (16, 16, 3), "mobilenet_v2: input .* too small.*32×32"),
+    ({"name": "mobilenet_v2", "inverted_residual_setting": ((6, 16, 1),)}, (32, 32, 3),
+     "mobilenet_v2: inverted_residual_setting .* 4-element rows"),
+    ({"name": "mobilenet_v2", "inverted_residual_setting": ((6, 16, 1, 3),)}, (32, 32, 3),
+     "s in \\(1, 2\\)"),
+    ({"name": "resnet_imagenet", "arch": "resnet20"}, (32, 32, 3),
+     "resnet: unknown arch 'resnet20'; valid: resnet18, resnet34"),
+    ({"name": "resnet50"}, (16, 16, 3), "resnet \\(resnet50\\): input .* too small.*32×32"),
+])
+def test_bad_input_names_model_value_and_allowed(spec, shape, msg):
+    m = build(spec, 10)
+    with pytest.raises(ValueError, match=msg):
+        m.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)))
+
+
+def test_dense_cnn_module_helpers():
+    assert dense_cnn.cell_widths(2, 3) == [32, 64, 128]
+    assert dense_cnn.cell_link_counts(32, 5, 40) == ([32, 64, 96], [32, 40, 40])
