@@ -51,6 +51,10 @@ _GAINS: dict[str, Callable[[dict], float]] = {
     "elu": lambda kw: 1.0,
     "selu": lambda kw: 1.0,
     "seluv2": lambda kw: 1.0,
+    # ReLU below 6: He's √2 (torchvision's MobileNetV2 inits with the ReLU gain).
+    "relu6": lambda kw: math.sqrt(2.0),
+    # Unit second moment out for N(0, 1) in: pairs with unit-gain (weight-normed) convs (§2.4).
+    "wn_scaled_relu": lambda kw: 1.0,
 }
 
 
@@ -60,8 +64,9 @@ def register_gain(name: str, fn: Callable[[dict], float]) -> None:
 
 
 def gain(spec: str) -> float:
-    """Init gain matched to activation ``spec``: linear/tanh/elu/selu/seluv2 1, relu/prelu/sprelu
-    √2, leaky ReLU √(2/(1+s²)); 1 for activations without an entry (relu6, wn_scaled_relu)."""
+    """Init gain matched to activation ``spec``: linear/tanh/elu/selu/seluv2/wn_scaled_relu 1,
+    relu/relu6/prelu/sprelu √2, leaky ReLU √(2/(1+s²)); 1 for an activation without an entry.
+    Configs override it with an init's ``gain=`` kwarg (GNEDNN's ``--gain``)."""
     name, kwargs = parse_spec(spec)
     ACTIVATIONS.get(name)  # unknown names raise with the valid list
     fn = _GAINS.get(name)
@@ -123,32 +128,46 @@ ACTIVATIONS.register("sprelu")(lambda init_slope=0.25: PReLU(init_slope, normali
 
 def seluv2_constants(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07
                      ) -> tuple[float, float]:
-    """(λ, α) of GNEDNN's depth-aware SeLU (REFERENCE.md §1.7), solved from, with v = q·γ:
+    """(λ, α) of GNEDNN's depth-aware SeLU (REFERENCE.md §1.7). With x ~ N(0, v), v = q·γ
+    (q = ``fixpoint``, γ = ``gamma`` = gain²) and Φ the standard normal CDF:
 
-        γ·(λ²α²·e^{2v}·Φ(−2√v) + λ²/2) = 1 + ε                                  (E[f′²]·γ)
-        λ²α²·(e^{2v}Φ(−2√v) − 2e^{v/2}Φ(−√v)) + ½λ²α² + ½λ²v = q                 (E[f²])
+        γ·E[f′(x)²] = γ·(λ²α²·e^{2v}Φ(−2√v) + λ²/2) = 1 + ε
+        E[f(x)²]    = λ²α²·(e^{2v}Φ(−2√v) − 2e^{v/2}Φ(−√v) + ½) + ½λ²v = q
 
-    Raises ValueError when the equations have no solution for the given γ, ε.
+    The reference runs ``scipy.optimize.fsolve`` from [1, 1]. Both equations are linear in
+    (λ²α², λ²), so gnj solves that 2×2 system exactly and returns the positive root (the
+    reference's fsolve could in principle stop at a sign-flipped one). A solution with λ² > 0,
+    α² ≥ 0 exists iff 0 ≤ ε < v·e^{2v}Φ(−2√v)/c − 1 with c the bracket of the second equation
+    (≈ 0.160 at γ = q = 1); ε = 0 gives α = 0, i.e. λ·ReLU. Otherwise ValueError.
     """
-    from scipy.optimize import fsolve
-    from scipy.stats import norm
+    from scipy.special import erfcx
 
+    for name, value in (("gamma", gamma), ("fixpoint", fixpoint)):
+        if not value > 0:
+            raise ValueError(f"seluv2: {name}={value}; valid: > 0 ({name} sets the "
+                             "pre-activation variance v = fixpoint·gamma)")
     v = fixpoint * gamma
-    e2 = math.exp(2 * v) * norm.cdf(-2 * math.sqrt(v))
-    e1 = math.exp(v / 2) * norm.cdf(-math.sqrt(v))
-
-    def equations(p):
-        lam, alpha = p
-        return [gamma * (lam**2 * alpha**2 * e2 + lam**2 / 2) - (1 + epsilon),
-                lam**2 * alpha**2 * (e2 - 2 * e1) + lam**2 * alpha**2 / 2 + lam**2 * v / 2
-                - fixpoint]
-
-    sol, info, ier, _ = fsolve(equations, [1.0, 1.0], full_output=True)
-    if ier != 1 or max(abs(r) for r in equations(sol)) > 1e-9 or sol[1] <= 0:
+    e2 = 0.5 * float(erfcx(math.sqrt(2 * v)))  # e^{2v}·Φ(−2√v), overflow-free
+    e1 = 0.5 * float(erfcx(math.sqrt(v / 2)))  # e^{v/2}·Φ(−√v)
+    c = e2 - 2 * e1 + 0.5
+    eps_max = v * e2 / c - 1
+    if not 0 <= epsilon < eps_max:
+        why = ("ε < 0 would need α² < 0" if epsilon < 0 else
+               "ε this large would need λ² ≤ 0")
         raise ValueError(f"seluv2: no solution for gamma={gamma}, fixpoint={fixpoint}, "
-                         f"epsilon={epsilon} (residual {max(abs(r) for r in info['fvec']):.2e}); "
-                         "try a smaller epsilon or another gamma")
-    return float(abs(sol[0])), float(sol[1])
+                         f"epsilon={epsilon}: {why}; valid: 0 ≤ epsilon < {eps_max:.6g} for "
+                         "this gamma and fixpoint (the bound grows with fixpoint·gamma)")
+    det = gamma * (e2 * v - c) / 2
+    a = gamma * fixpoint * epsilon / (2 * det)  # λ²α²
+    b = (gamma * e2 * fixpoint - c * (1 + epsilon)) / det  # λ²
+    lam, alpha = math.sqrt(b), math.sqrt(a / b)
+    residual = max(abs(gamma * (a * e2 + b / 2) - (1 + epsilon)),
+                   abs(a * c + b * v / 2 - fixpoint))
+    if residual > 1e-9 * max(1.0, 1 + epsilon, fixpoint):
+        raise ValueError(f"seluv2: gamma={gamma}, fixpoint={fixpoint}, epsilon={epsilon} are "
+                         f"numerically ill-conditioned (residual {residual:.2e}); use "
+                         "fixpoint·gamma between 1e-3 and 1e3")
+    return lam, alpha
 
 
 @ACTIVATIONS.register("seluv2")

@@ -126,7 +126,8 @@ def xavier_normal(gain: float | None = None) -> Initializer:
 def _orthogonal_matrix(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
     """rows×cols with orthonormal rows (rows ≤ cols) or columns: QR of a Gaussian, sign-fixed
     with sign(diag(R)) as PyTorch's ``orthogonal_`` does."""
-    a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+    work = jnp.promote_types(dtype, jnp.float32)  # float64 kernels get a float64 QR
+    a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), work)
     q, r = jnp.linalg.qr(a)
     q = q * jnp.sign(jnp.diag(r))
     q = q if rows >= cols else q.T
@@ -153,17 +154,23 @@ def orthogonal(gain: float | None = None) -> Initializer:
 @INITS.register("delta_orthogonal", "delta_orth")
 def delta_orthogonal(gain: float | None = None) -> Initializer:
     """Zero kernel with an orthogonal centre tap, scaled by gain·√(out/in) (Xiao et al. 2018, as
-    in GNEDNN, REFERENCE.md §1.6). Dense kernels get the orthogonal matrix with the same scale."""
+    in GNEDNN's ``delta_orthogonal``, REFERENCE.md §1.6).
+
+    The centre tap (index k//2 of every spatial dim) is the (in, out) corner of a dim×dim
+    orthogonal matrix, dim = max(in, out); the reference draws it from an N(0, 4) matrix and
+    transposes it, which changes nothing in distribution. Dense kernels get the tap itself.
+    """
     g = _resolve_gain(gain)
 
     def init(key, shape, dtype=jnp.float32):
         cin, out = shape[-2], shape[-1]
-        q = _orthogonal_matrix(key, max(cin, out), max(cin, out), dtype)[:cin, :out]
-        scale = g * math.sqrt(out / cin)
+        dim = max(cin, out)
+        q = _orthogonal_matrix(key, dim, dim, dtype)[:cin, :out]
+        tap = g * math.sqrt(out / cin) * q
         if len(shape) == 2:
-            return scale * q
-        kh, kw = shape[0], shape[1]
-        return jnp.zeros(shape, dtype).at[kh // 2, kw // 2].set(scale * q)
+            return tap
+        centre = tuple(k // 2 for k in shape[:-2])
+        return jnp.zeros(shape, dtype).at[centre].set(tap)
 
     return init
 
@@ -200,15 +207,45 @@ def fixup_scale(num_layers: int, m: int, variant: str = "original", p: float = 2
 
 
 @INITS.register("fixup")
-def fixup(gain: float | None = None, num_layers: int = 1, m: int = 2,
-          variant: str = "original", p: float = 2.0) -> Initializer:
-    """Fixup branch conv init (REFERENCE.md §1.9): ``original`` N(0, √(2/fan_out))·L^(−1/(2m−2));
-    ``ours`` N(0, √(2/fan_in))·L^(−1/(1.5(m−1))); ``cifar`` kaiming fan_in with gain·L^(−p/(2m))."""
-    factor = fixup_scale(num_layers, m, variant, p)
+def fixup(gain: float | None = None, num_layers: int | None = None, m: int = 2,
+          variant: str = "original", p: float = 2.0, num_blocks: int | None = None
+          ) -> Initializer:
+    """Fixup's residual-branch conv init (REFERENCE.md §1.9); L = ``num_blocks`` (alias
+    ``num_layers``) residual branches of ``m`` layers each.
+
+    - ``original`` (Zhang et al., ImageNet ``fixup_resnet.py``): N(0, √(2/fan_out))·L^(−1/(2m−2)),
+      i.e. ×L^(−1/4) for bottlenecks (m=3), ×L^(−1/2) for basic blocks (m=2);
+    - ``ours`` (GNEDNN ``fixup_resnet_ours.py``): N(0, √(2/fan_in))·L^(−1/(1.5(m−1))), i.e.
+      ×L^(−1/3) (m=3), ×L^(−1/1.5) (m=2);
+    - ``cifar`` (GNEDNN ``resnet_main --fixup``): kaiming fan_in with gain·L^(−p/(2m)), on both
+      block convs (``gain`` = the activation's, filled in by the model).
+
+    The branch's last conv (zero) and the downsample (:func:`fixup_downsample`) are separate.
+    """
+    if num_blocks is not None and num_layers is not None and num_blocks != num_layers:
+        raise ValueError(f"fixup: num_blocks={num_blocks} and num_layers={num_layers} disagree; "
+                         "give one of them")
+    count = num_blocks if num_blocks is not None else num_layers
+    if count is None:
+        raise ValueError("fixup: needs num_blocks (L, the number of residual branches), e.g. "
+                         "fixup(num_blocks=16, m=3)")
+    factor = fixup_scale(count, m, variant, p)
     if variant == "cifar":
         return kaiming_normal(_resolve_gain(gain) * factor)
     return kaiming_normal(math.sqrt(2.0) * factor, mode="fan_out" if variant == "original"
                           else "fan_in")
+
+
+@INITS.register("fixup_downsample")
+def fixup_downsample(gain: float | None = None, variant: str = "original") -> Initializer:
+    """The 1×1 downsample of a Fixup ResNet (REFERENCE.md §1.9): ``original`` N(0, √(2/fan_out)),
+    ``ours`` N(0, √(1/fan_in)). ``gain`` is ignored (the constants are the references')."""
+    del gain
+    if variant == "original":
+        return kaiming_normal(math.sqrt(2.0), mode="fan_out")
+    if variant == "ours":
+        return kaiming_normal(1.0, mode="fan_in")
+    raise ValueError(f"fixup_downsample variant {variant!r}; valid: original, ours")
 
 
 @INITS.register("varnet")
@@ -314,11 +351,26 @@ def leakynet_init(char: str, index: int, lrelu: float = 0.0) -> Initializer:
     return init
 
 
-def leakynet_layer_inits(init_string: str, lrelu: float = 0.0,
-                         num_layers: int | None = None) -> list[Initializer]:
-    """One initializer per conv of a LeakyNet: layer 0 is the stem (phase +1), layer j ≥ 1 is
-    block j−1 (phase +1 for even blocks, −1 for odd). Underscores are ignored; with
-    ``num_layers`` the length is checked (ValueError with expected vs got)."""
+def leakynet_layer_inits(init_string: str, lrelu: float = 0.0, num_layers: int | None = None,
+                         *, depth: int | None = None) -> list[Initializer]:
+    """One initializer per conv of a LeakyNet (REFERENCE.md §3.4): layer 0 is the stem (phase +1),
+    layer j ≥ 1 is block i = j−1 (phase +1 for even i, −1 for odd i). Underscores are ignored.
+
+    The length is checked against ``num_layers`` (1 stem + blocks) or, with ``depth``, against
+    the WRN depth's 1 + (depth−4) layers; a mismatch raises ValueError naming both lengths.
+    """
+    if depth is not None:
+        if num_layers is not None:
+            raise ValueError("leakynet: give num_layers or depth, not both")
+        if depth < 7 or (depth - 4) % 3:
+            raise ValueError(f"leakynet: depth={depth}; valid: 4 + 3n with n ≥ 1 (7, 10, 13, 16, "
+                             "28, ...)")
+        num_layers = depth - 3
+    if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
+        raise ValueError(f"leakynet: num_layers={num_layers!r}; valid: a positive int "
+                         "(1 stem + blocks)")
+    if not 0.0 <= lrelu < 1.0:
+        raise ValueError(f"leakynet: lrelu={lrelu}; valid: 0 ≤ lrelu < 1 (the leaky slope)")
     chars = (check_init_string(init_string, num_layers) if num_layers is not None
              else init_string.replace("_", ""))
     if not chars:

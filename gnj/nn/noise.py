@@ -32,14 +32,38 @@ def _bwd(scale, backward_key, g):
 add_noise.defvjp(_fwd, _bwd)
 
 
+def symmetry_noise(x: jax.Array, rng: jax.Array, scale: float) -> jax.Array:
+    """Functional form: split ``rng`` into the forward and backward keys and apply
+    :func:`add_noise`; the identity when ``scale`` is 0."""
+    _check_scale(scale, "symmetry_noise")
+    if scale == 0.0:
+        return x
+    forward_key, backward_key = jax.random.split(rng)
+    return add_noise(x, forward_key, backward_key, float(scale))
+
+
+def _check_scale(scale: float, where: str) -> None:
+    if not scale >= 0.0:
+        raise ValueError(f"{where}: scale={scale!r}; valid: ≥ 0 (the noise std; 0 disables it)")
+
+
 class SymmetryNoise(nn.Module):
-    """``noise(x, train)``: forward and backward Gaussian noise of std ``scale`` when training."""
+    """``noise(x, train)``: forward and backward Gaussian noise of std ``scale`` when training.
+
+    Stands in for cuDNN's non-deterministic convolutions in ConstNet / LeakyNet (REFERENCE.md
+    §3.2 ``--cudaNoise``, §6); both keys come from the ``noise`` RNG stream, so a model applied
+    with ``train=True`` and ``scale > 0`` needs ``rngs={"noise": key}``.
+    """
 
     scale: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_scale(self.scale, f"SymmetryNoise {self.name or ''}".rstrip())
         if not train or self.scale == 0.0 or self.is_initializing():
             return x
         forward_key, backward_key = jax.random.split(self.make_rng("noise"))
         return add_noise(x, forward_key, backward_key, self.scale)
+
+
+GradientNoise = SymmetryNoise

@@ -76,3 +76,28 @@ def test_inside_jit_and_init_is_noise_free():
     f = jax.jit(lambda x, rng: module.apply({}, x, True, rngs={"noise": rng}))
     y1, y2 = f(x, jax.random.PRNGKey(6)), f(x, jax.random.PRNGKey(7))
     assert not np.allclose(y1, x) and not np.allclose(y1, y2)
+
+
+def test_functional_form_and_alias_match_the_module():
+    """symmetry_noise(x, rng, scale) is add_noise with the two halves of ``rng``; zero scale is
+    the identity; GradientNoise is the module's alias."""
+    from gnj.nn.noise import GradientNoise, symmetry_noise
+
+    assert GradientNoise is SymmetryNoise
+    x = jnp.linspace(-1.0, 1.0, 16)
+    rng = jax.random.PRNGKey(8)
+    y = symmetry_noise(x, rng, 0.2)
+    assert not np.allclose(y, x)
+    k1, k2 = jax.random.split(rng)
+    np.testing.assert_array_equal(y, add_noise(x, k1, k2, 0.2))
+    np.testing.assert_array_equal(symmetry_noise(x, rng, 0.0), x)
+
+
+@pytest.mark.parametrize("scale", [-0.1, float("nan")])
+def test_negative_or_nan_scale_raises(scale):
+    from gnj.nn.noise import symmetry_noise
+
+    with pytest.raises(ValueError, match="valid: ≥ 0"):
+        SymmetryNoise(scale).apply({}, jnp.zeros(3), True, rngs={"noise": jax.random.PRNGKey(0)})
+    with pytest.raises(ValueError, match="symmetry_noise: scale"):
+        symmetry_noise(jnp.zeros(3), jax.random.PRNGKey(0), scale)
