@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.async_checkpointing = True
     c.restore_from = ""  # init params/state from another run's checkpoint (not a resume)
+    c.pretrained = ""  # a torchvision-format .pth file to load into the model (gnj/pretrained.py)
     c.quiet = False
     c.analysis = ml_collections.ConfigDict(dict(probe_every_steps=0))
     return c

@@ -15,6 +15,9 @@ def evaluate_latest(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     Nothing in the workdir is written.
     """
     exp = train.build_experiment(config)
+    if config.get("pretrained", "") and not config.get("restore_from", "") and \
+            not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return exp.evaluate(exp.state)  # evaluate the loaded pretrained weights
     source = config.get("restore_from", "") or workdir
     if not os.path.isdir(os.path.join(os.path.abspath(source), "checkpoints")) and not \
             os.path.isdir(source):

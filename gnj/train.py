@@ -191,7 +191,7 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def _build_hooks(config, model) -> list[tuple[int, Callable]]:
+def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
     """Periodic analysis hooks ``(every_steps, fn(state, batch) -> scalars)`` from the config."""
     analysis = config.get("analysis", {}) or {}
     hooks: list[tuple[int, Callable]] = []
@@ -199,7 +199,7 @@ def _build_hooks(config, model) -> list[tuple[int, Callable]]:
     if every > 0:
         from gnj.analysis import probes
 
-        hooks.append((every, probes.build_probe(config, model)))
+        hooks.append((every, probes.build_probe(config, model, preprocess)))
     return hooks
 
 
@@ -247,6 +247,10 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     rep, bat = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     state = jax.jit(functools.partial(init_state, model, tx, source.input_shape, config.seed),
                     out_shardings=rep)()
+    if config.get("pretrained", ""):  # torchvision-format weights from a local .pth file
+        from gnj import pretrained
+
+        state = pretrained.apply_to_state(state, config)
     train_step = jax.jit(make_train_step(model, tx, source.preprocess, lr_schedule,
                                          config.get("mixup_alpha", 0.0)),
                          in_shardings=(rep, bat), out_shardings=(rep, rep), donate_argnums=0)
@@ -272,7 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = checkpoint.restore_variables_into(state, config.restore_from)
         print(f"initialised from checkpoint {config.restore_from}", flush=True)
     train_step, evaluate = exp.train_step, exp.evaluate
-    hooks = _build_hooks(config, exp.model)
+    hooks = _build_hooks(config, exp.model, source.preprocess)
     writer = MetricWriter(workdir, start, steps, quiet=config.get("quiet", False))
 
     def host_batches():

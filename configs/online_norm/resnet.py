@@ -2,6 +2,8 @@
 
     python -m gnj.main --config=configs/online_norm/resnet.py:cifar10,online --workdir=runs/on_c10
     python -m gnj.main --config=configs/online_norm/resnet.py:digits,online --workdir=runs/on_digits
+    python -m launch.sweep configs/online_norm/resnet.py --segment readme --repeats 5 \
+        --root runs/on_cifar      # the README's 10 commands, 5 runs each (median reported)
 
 Argument ``<dataset>,<norm-mode>[,runlocal]``: dataset ``cifar10`` | ``cifar100`` | ``digits``
 (offline), norm-mode ``batch`` | ``group`` | ``layer`` | ``instance`` | ``online`` | ``none``.
@@ -15,7 +17,7 @@ crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128
 
 from __future__ import annotations
 
-from configs.default import base_config
+from configs.gne import common
 from gnj.optim import scale_lr_and_momentum
 
 NORM_MODES = {
@@ -27,6 +29,13 @@ NORM_MODES = {
 }
 DATASETS = ("cifar10", "cifar100", "digits")
 VARIANTS = [f"{d},{n}" for d in DATASETS for n in (*NORM_MODES, "online")]
+#: The README's commands (each run 5 times, the median reported): ``launch.sweep --segment``.
+README_MODES = ("online", "batch", "layer", "instance", "group")
+SEGMENTS = {
+    "cifar10": [f"cifar10,{m}" for m in README_MODES],
+    "cifar100": [f"cifar100,{m}" for m in README_MODES],
+    "readme": [f"{d},{m}" for d in ("cifar10", "cifar100") for m in README_MODES],
+}
 
 
 def norm_spec(mode: str, dataset: str) -> str:
@@ -42,9 +51,8 @@ def get_config(arg: str | None = None):
         raise ValueError(f"configs/online_norm/resnet.py: variant {arg!r}; valid: "
                          f"{', '.join(VARIANTS)} (optionally ',runlocal' and ',b<batch>')")
     dataset, mode, extra = parts[0], parts[1], parts[2:]
-    c = base_config()
+    c = common.new_config()
     c.dataset.name = dataset
-    c.model = base_config().model
     c.model.update(dict(name="resnet_cifar", depth=20, shortcut="B", norm=norm_spec(mode, dataset),
                         act="relu"))
     c.model.weight_init = "kaiming_normal(mode='fan_out', gain=1.4142135623730951)"

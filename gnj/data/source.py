@@ -80,6 +80,9 @@ def build(config: Any) -> DataSource:
         return entry(config)
     data = datasets.load(config.dataset.name, config.dataset.get("data_dir") or None,
                          num_seg=config.dataset.get("num_seg", 2))
+    if config.dataset.get("mean", ()):  # a config's own normalisation constants (reference's)
+        data = dataclasses.replace(data, mean=np.asarray(config.dataset.mean, np.float32),
+                                   std=np.asarray(config.dataset.std, np.float32))
     aug_cfg = dict(config.dataset.get("augment", {}) or {})
     augment = pipeline.Augment(**aug_cfg) if aug_cfg else None
     batches = pipeline.TrainBatches(data, config.batch_size, config.seed, jax.process_index(),

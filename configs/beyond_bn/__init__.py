@@ -1,0 +1,1 @@
+"""Beyond BatchNorm (Lubana et al.) experiment configs."""

@@ -1,0 +1,1 @@
+"""ConstNet / LeakyNet (Blumenfeld et al.) experiment configs."""

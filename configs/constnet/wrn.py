@@ -1,0 +1,105 @@
+"""ConstNet and LeakyNet (Blumenfeld, Gilboa, Soudry; REFERENCE.md §3.2–§3.7): the README's
+five ConstNet runs and the LeakyNet sweep of ``lrnet_experiment.sh``.
+
+    python -m gnj.main --config=configs/constnet/wrn.py:constnet --workdir=runs/constnet/vanilla
+    python -m launch.sweep configs/constnet/wrn.py --segment leakynet --root runs/leakynet
+
+ConstNet runs (WRN-16-10 single-conv blocks, ``--batchnorm``, 300 epochs, ``--no-saves``):
+
+======================== ==================================================================
+``constnet``             vanilla ConstNet; cuDNN's non-determinism breaks the symmetry
+``constnet_he``          ``--varnet``: random He (fan_out) init baseline
+``constnet_deterministic``  ``--cudaNoise``: deterministic cuDNN, no symmetry breaking
+``constnet_cuda_dropout``   ``--droprate 0.01`` (+ cuDNN noise)
+``constnet_dropout``     ``--droprate 0.01 --cudaNoise``: dropout as the only breaker
+======================== ==================================================================
+
+XLA is deterministic, so "cuDNN noise" is the explicit stand-in ``noise_scale`` =
+``CUDNN_NOISE`` (forward and backward N(0, s²) on every conv output, gnj.nn.noise); the
+deterministic runs use 0. Option ``noise<s>`` sets another scale.
+
+LeakyNet runs (``leakynet_<init>``): depth 16, widen 10, ``--batchnorm`` (BN after odd blocks),
+lr 0.03, leaky slope 0.01, 200 epochs (the script passes no ``--epochs``), inits
+``h_hhhh_hhhh_hhhh``, ``i_iiii_iiii_iiii``, ``1_iiii_iiii_iiii``, ``1_iiii_11ii_iiii``,
+``1_iiii_1111_iiii``, ``1_ii11_ii11_ii11``, ``1_1111_1111_1111``.
+
+Recipe (``train.py``): SGD momentum 0.9 (no Nesterov), weight decay 5e-4 on every parameter,
+lr 0.03, batch 128, ×0.2 at epochs E−140, E−80, E−40; reflect-pad 4 + random crop + flip;
+mean [125.3, 123.0, 113.9]/255, std [63.0, 62.1, 66.7]/255.
+
+Options: ``runlocal``, ``e<N>`` (epochs), ``lr<x>``, ``noise<s>``, ``cifar100``,
+``double_forward`` (evaluate each ConstNet stage twice and keep the second, as the reference's
+``NetworkBlock.forward`` [as-written]), ``fixup`` (no ``--batchnorm``: the Fixup path).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.gne import common
+
+CUDNN_NOISE = 1e-6
+LEAKYNET_INITS = ("h_hhhh_hhhh_hhhh", "i_iiii_iiii_iiii", "1_iiii_iiii_iiii",
+                  "1_iiii_11ii_iiii", "1_iiii_1111_iiii", "1_ii11_ii11_ii11",
+                  "1_1111_1111_1111")
+CONSTNET: dict[str, dict] = {
+    "constnet": dict(noise_scale=CUDNN_NOISE),
+    "constnet_he": dict(varnet=True, noise_scale=CUDNN_NOISE),
+    "constnet_deterministic": dict(noise_scale=0.0),
+    "constnet_cuda_dropout": dict(droprate=0.01, noise_scale=CUDNN_NOISE),
+    "constnet_dropout": dict(droprate=0.01, noise_scale=0.0),
+}
+LEAKYNET = {f"leakynet_{s}": s for s in LEAKYNET_INITS}
+SEGMENTS = {"readme": list(CONSTNET), "leakynet": list(LEAKYNET)}
+VARIANTS = [*CONSTNET, *LEAKYNET]
+OPTIONS = "runlocal, e<epochs>, lr<x>, noise<scale>, cifar100, double_forward, fixup"
+FAMILY = "configs/constnet/wrn.py"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant, options = common.split_arg(arg, "constnet")
+    if variant not in VARIANTS:
+        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
+    c = common.new_config()
+    c.dataset.name = "cifar10"
+    c.dataset.augment.update(dict(crop_padding=4, pad_mode="reflect", flip=True))
+    c.dataset.mean, c.dataset.std = common.CIFAR_MEAN_CONSTNET, common.CIFAR_STD_CONSTNET
+    if variant in CONSTNET:
+        common.apply_model(c, "wrn_constnet", depth=16, widen_factor=10, norm="batch",
+                           varnet=False, droprate=0.0, dropl1=False, noise_scale=0.0,
+                           double_forward=False)
+        c.model.update(CONSTNET[variant])
+        c.num_epochs = 300.0
+    else:
+        common.apply_model(c, "leakynet", init_string=LEAKYNET[variant], depth=16,
+                           widen_factor=10, lrelu=0.01, norm="batch", droprate=0.0,
+                           noise_scale=CUDNN_NOISE, fc_noise=0.0)
+        c.num_epochs = 200.0
+    c.optim.update(dict(name="sgd", lr=0.03, momentum=0.9, nesterov=False, weight_decay=5e-4,
+                        wd_mask=".*", schedule="wrn(drops=(140, 80, 40), factor=0.2)",
+                        clip_value=0.0))
+    c.batch_size, c.eval_batch_size = 128, 400
+    runlocal = False
+    for opt in options:
+        epochs, lr, noise = (common.int_option(opt, "e"), common.float_option(opt, "lr"),
+                             common.float_option(opt, "noise"))
+        if opt == "runlocal":
+            runlocal = True
+        elif opt == "cifar100":
+            c.dataset.name = "cifar100"
+        elif opt == "double_forward" and variant in CONSTNET:
+            c.model.double_forward = True
+        elif opt == "fixup":
+            c.model.norm = "none"
+        elif epochs is not None:
+            c.num_epochs = float(epochs)
+        elif lr is not None:
+            c.optim.lr = lr
+        elif noise is not None:
+            c.model.noise_scale = noise
+        else:
+            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    common.set_eval_cadence(c, 50_000 // c.batch_size)
+    if runlocal:
+        common.runlocal(c)
+    return c

@@ -1,0 +1,90 @@
+"""NN-Mass MLPs (Bhardwaj, Li, Marculescu; REFERENCE.md §4.2–§4.4, §4.7): ``train_mlp.py`` and
+``ldi.py``.
+
+    python -m gnj.main --config=configs/nn_mass/mlp.py:readme --workdir=runs/nn_mass/mlp_d8w8tc10
+        # = python train_mlp.py --depth=8 --width=8 --tc=10 --dataset='MNIST'
+    python -m gnj.main --config=configs/nn_mass/mlp.py:ldi --workdir=runs/nn_mass/ldi --mode=analyze
+        # = python ldi.py --depth=8 --width=8 --tc=10 --dataset='MNIST'  (LDI and NN-Mass)
+    python -m launch.sweep configs/nn_mass/mlp.py --variants readme --repeats 5 --root runs/mlp
+        # --iter_times 5: a new random topology per repeat (model.topology_seed = repeat)
+
+Variants: ``mnist`` (the script defaults: depth 4, width 8, tc 20), ``readme`` / ``ldi``
+(depth 8, width 8, tc 10), ``linear`` / ``circle`` (the synthetic 2-D sets, ``num_seg`` 2).
+Options: ``d<depth>``, ``w<width>``, ``tc<tc>``, ``seg<num_seg>``, ``e<epochs>``, ``runlocal``.
+
+Recipe: Adam lr 0.001, 1 epoch, no weight decay; MNIST is only scaled to [0, 1] (ToTensor, no
+mean/std) with train batch 64 (the script ignores ``--batch_size`` for MNIST [as-written]) and
+test batch 100; the synthetic sets use batch 100. The model is ``dense_mlp`` (ELU, PyTorch
+default init, random concatenation links sampled from ``topology_seed``). For ``ldi`` the
+analysis takes 100 test samples (``ldi.py`` requires batch 100); it analyses the newest
+checkpoint of the workdir, or the initialisation if there is none.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.gne import common
+
+RUNS: dict[str, dict] = {
+    "mnist": dict(dataset="mnist", depth=4, width=8, tc=20),
+    "readme": dict(dataset="mnist", depth=8, width=8, tc=10),
+    "ldi": dict(dataset="mnist", depth=8, width=8, tc=10),
+    "linear": dict(dataset="nn_mass_linear", depth=4, width=8, tc=20),
+    "circle": dict(dataset="nn_mass_circle", depth=4, width=8, tc=20),
+}
+VARIANTS = list(RUNS)
+SEGMENTS = {
+    "readme": ["readme"],
+    "synthetic": ["linear", "circle"],
+    # NN-Mass vs accuracy: one width/depth, growing numbers of long-range links
+    "tc_sweep": [f"readme,tc{tc}" for tc in (0, 2, 5, 10, 15, 20, 30, 40)],
+}
+#: Config keys the sweep launcher sets to the repeat index (--iter_times: a new topology each).
+SEED_KEYS = ("seed", "model.topology_seed")
+OPTIONS = "d<depth>, w<width>, tc<tc>, seg<num_seg>, e<epochs>, runlocal"
+FAMILY = "configs/nn_mass/mlp.py"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant, options = common.split_arg(arg, "mnist")
+    if variant not in RUNS:
+        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
+    run = dict(RUNS[variant])
+    c = common.new_config()
+    c.dataset.name = run["dataset"]
+    c.dataset.num_seg = 2
+    runlocal = False
+    for opt in options:
+        values = {p: common.int_option(opt, p) for p in ("tc", "seg", "d", "w", "e")}
+        if opt == "runlocal":
+            runlocal = True
+        elif values["tc"] is not None:
+            run["tc"] = values["tc"]
+        elif values["seg"] is not None:
+            c.dataset.num_seg = values["seg"]
+        elif values["d"] is not None:
+            run["depth"] = values["d"]
+        elif values["w"] is not None:
+            run["width"] = values["w"]
+        elif values["e"] is not None:
+            run["epochs"] = values["e"]
+        else:
+            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    common.apply_model(c, "dense_mlp", width=run["width"], depth=run["depth"], tc=run["tc"],
+                       topology_seed=0, act="elu", weight_init="torch_default")
+    if c.dataset.name == "mnist":
+        c.dataset.mean, c.dataset.std = (0.0,), (1.0,)
+        c.batch_size, train_size = 64, 60_000
+    else:
+        c.batch_size, train_size = 100, 12_000
+    c.eval_batch_size = 100
+    c.optim.update(dict(name="adam", lr=0.001, momentum=0.0, weight_decay=0.0,
+                        schedule="constant", clip_value=0.0))
+    c.num_epochs = float(run.get("epochs", 1))
+    common.set_eval_cadence(c, train_size // c.batch_size)
+    c.analysis.num_samples = 100
+    if runlocal:
+        common.runlocal(c, dict(width=4, depth=min(run["depth"], 4), tc=min(run["tc"], 3)))
+        c.analysis.num_samples = 8
+    return c
