@@ -47,6 +47,8 @@ class MLP(nn.Module):
     head_init: str | None = None
     use_bias: bool = True
 
+    tiny: ClassVar[dict] = dict(hidden=(8, 8), input_shape=(4, 4, 1))
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = jnp.reshape(x, (x.shape[0], -1))
