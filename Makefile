@@ -34,7 +34,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check gnj configs launch tests
+	$(VENV)/bin/ruff check gnj configs launch tests bench
 
 clean:
 	rm -rf $(VENV) runs bench.json

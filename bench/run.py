@@ -1,12 +1,22 @@
 """``make bench``: gnj against PyTorch (CPU build) on this machine, measured in the same run.
 
-    python -m bench.run [--quick] [--cases train,norms,online_norm,ldi,gne,harness]
+    python -m bench.run [--quick] [--cases train,ops,norms,...] [--repeats N] [--out bench.json]
 
-For each case gnj and its peer run alternately, ``--repeats`` times after warm-up; the table
-shows medians and the ratio (gnj throughput / peer throughput, > 1 means gnj is faster). GFLOP/s
-comes from XLA's cost analysis of the compiled step, as a fraction of the float32 matmul rate
-measured at the start of the run; peak memory is the process's max RSS (whole process, so it
-only grows across rows). Results go to the console and ``bench.json``.
+Cases (``--cases``, comma-separated; default all): ``train`` (train steps of ResNet-20/56, VGG
+cfg_10, NN-Mass dense MLP, each vs the same model written in PyTorch, with first-step compile
+times), ``ops`` (per-op breakdown of the ResNet-20 step), ``norms`` (forward+backward of every
+registered norm relative to gnj BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
+PyTorch loop), ``ldi``, ``gne``, ``harness`` (full training loop vs the bare step) and
+``xla_flags`` (the ResNet-20 step with and without gnj's XLA defaults, in subprocesses).
+
+For each row gnj and its peer run alternately, ``--repeats`` times after warm-up; the table
+shows medians and ``ratio`` = peer time / gnj time = gnj throughput / peer throughput (> 1: gnj
+faster). GFLOP/s is XLA's cost-analysis FLOP count of the compiled computation divided by the
+median time, ``%mm`` that rate as a fraction of the float32 matmul rate measured at the start of
+the same run. ``xla MB``: arguments + outputs + temporaries of the compiled executable (XLA memory
+analysis; the memory one call needs). ``rss MB``: the process's peak resident set so far
+(``getrusage`` ru_maxrss; monotone across rows). Rows go to the console and ``--out`` as JSON.
+Cases whose registry entry or module does not exist are skipped with the reason printed.
 """
 
 from __future__ import annotations
@@ -15,225 +25,274 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-ROWS: list[dict] = []
+from bench.common import HEADER, NAN, Row, Table, alternate, compiled_stats, torch_threads
 
 
-def timed(fn: Callable[[], object], inner: int) -> float:
-    t = time.perf_counter()
-    for _ in range(inner):
-        out = fn()
-    jax.block_until_ready(out) if not hasattr(out, "item") or isinstance(out, jax.Array) else None
-    return (time.perf_counter() - t) / inner
+def _registered(kind: str, name: str) -> bool:
+    import gnj.models  # noqa: F401 - fills the registries
+    import gnj.nn  # noqa: F401
+    from gnj import registry
+
+    reg = getattr(registry, kind)
+    return name in reg.names()
 
 
-def alternate(a: Callable, b: Callable | None, repeats: int, inner: int) -> tuple[float, float]:
-    """Median seconds per call of ``a`` and ``b``, measured alternately after one warm-up each."""
-    a()
-    if b is not None:
-        b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(timed(a, inner))
-        if b is not None:
-            tb.append(timed(b, inner))
-    return statistics.median(ta), (statistics.median(tb) if tb else float("nan"))
+# ----------------------------------------------------------------------------- train steps
 
 
-def matmul_rate() -> float:
-    n = 2048
-    x = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    t, _ = alternate(lambda: f(x).block_until_ready(), None, 5, 3)
-    return 2 * n**3 / t / 1e9
+def gnj_step(model, shape: tuple[int, ...], lr: float = 0.1):
+    """(run, flops, xla MB, compile + first-step seconds) of gnj's jitted, donated step."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
 
-
-def flops_of(jitted, *args) -> float:
-    try:
-        cost = jitted.lower(*args).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float(cost.get("flops", float("nan")))
-    except Exception:
-        return float("nan")
-
-
-def row(case: str, gnj_s: float, peer_s: float, peer: str, unit_items: int, flops: float,
-        peak: float, note: str = "") -> None:
-    r = dict(case=case, gnj_ms=gnj_s * 1e3, peer=peer, peer_ms=peer_s * 1e3,
-             ratio=(peer_s / gnj_s) if peer_s == peer_s else float("nan"),
-             gnj_items_per_s=unit_items / gnj_s, gflops=flops / gnj_s / 1e9,
-             frac_of_matmul=flops / gnj_s / 1e9 / peak, max_rss_mb=resource.getrusage(
-                 resource.RUSAGE_SELF).ru_maxrss / 1024, note=note)
-    ROWS.append(r)
-    print(f"{case:34s} gnj {r['gnj_ms']:9.2f} ms | {peer:22s} {r['peer_ms']:9.2f} ms | "
-          f"ratio {r['ratio']:6.2f} | {r['gflops']:6.1f} GFLOP/s ({r['frac_of_matmul']:.0%}) | "
-          f"rss {r['max_rss_mb']:.0f} MB {note}", flush=True)
-
-
-# ----------------------------------------------------------------------------- cases
-
-
-def gnj_step(model, shape, batch, lr=0.1):
     from gnj import train
 
     tx = optax.sgd(lr, momentum=0.9)
-    t0 = time.perf_counter()
     state = train.init_state(model, tx, shape[1:], 0)
     step = jax.jit(train.make_train_step(model, tx, lambda x, k: x, optax.constant_schedule(lr)),
                    donate_argnums=0)
     rng = np.random.default_rng(0)
     b = {"image": jnp.asarray(rng.normal(size=shape), jnp.float32),
          "label": jnp.asarray(rng.integers(0, 10, shape[0]), jnp.int32)}
-    flops = flops_of(step, state, b)
-    state, m = step(state, b)
+    jax.block_until_ready((state, b))
+    t0 = time.perf_counter()
+    flops, mem, compiled = compiled_stats(step, state, b)
+    state, m = compiled(state, b)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     holder = {"s": state}
 
     def run():
-        holder["s"], m = step(holder["s"], b)
-        return m["train/loss"].block_until_ready()
+        holder["s"], m = compiled(holder["s"], b)
+        m["train/loss"].block_until_ready()
 
-    return run, flops, compile_s
+    return run, flops, mem, compile_s
 
 
-def case_train(args, peak):
+def torch_step(model, shape: tuple[int, ...], channels_last: bool = True) -> Callable:
     import torch
 
-    from bench.torch_peers import TorchResNetCifar, torch_train_step
+    from bench.torch_peers import torch_train_step
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = torch_train_step(model, opt)
+    n, h, w, c = shape
+    x = torch.randn(n, c, h, w).to(memory_format=fmt)
+    y = torch.randint(0, 10, (n,))
+    return lambda: step(x, y).item()
+
+
+def train_cases(quick: bool) -> list[tuple[str, dict, tuple, Callable | None]]:
+    from bench import torch_peers as tp
+
+    def resnet(depth):
+        return lambda m: tp.TorchResNetCifar(depth)
+
+    def vgg(m):
+        from gnj.models.vgg import resolve_cfg
+
+        return tp.TorchVGG(resolve_cfg(m.cfg), 10)
+
+    def mlp(m):
+        return tp.TorchDenseMLP(m.structure(28 * 28))
+
+    cases = [
+        ("resnet20 b128", {"name": "resnet_cifar", "depth": 20, "shortcut": "A",
+                           "norm": "batch"}, (128, 32, 32, 3), resnet(20)),
+        ("resnet56 b128", {"name": "resnet_cifar", "depth": 56, "shortcut": "A",
+                           "norm": "batch"}, (128, 32, 32, 3), resnet(56)),
+        ("vgg cfg_10 b128", {"name": "vgg", "cfg": "cfg_10"}, (128, 32, 32, 3), vgg),
+        ("dense_mlp w8 d8 tc10 b100", {"name": "dense_mlp", "width": 8, "depth": 8, "tc": 10},
+         (100, 28, 28, 1), mlp),
+    ]
+    return [cases[0], cases[3]] if quick else cases
+
+
+def case_train(table: Table, args) -> None:
+    """Train step (forward, backward, SGD-momentum update) of each model vs PyTorch."""
     from gnj.models import build
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    for depth in (20, 56):
-        bsz = 128
-        model = build({"name": "resnet_cifar", "depth": depth, "shortcut": "A"}, 10)
-        run, flops, compile_s = gnj_step(model, (bsz, 32, 32, 3), None)
-        tm = TorchResNetCifar(depth).to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(tm.parameters(), lr=0.1, momentum=0.9)
-        tstep = torch_train_step(tm, opt)
-        x = torch.randn(bsz, 3, 32, 32).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (bsz,))
-        g, p = alternate(run, lambda x=x, y=y, tstep=tstep: tstep(x, y).item(), args.repeats,
-                         2 if args.quick else 5)
-        row(f"train step resnet{depth} b{bsz}", g, p, "pytorch 2.13 cpu", bsz, flops, peak,
-            f"compile {compile_s:.1f}s")
-    for name, cfg, shape in [("vgg cfg_10 b128", {"name": "vgg", "cfg": "cfg_10"},
-                              (128, 32, 32, 3)),
-                             ("dense_mlp w8 d8 tc10 b100",
-                              {"name": "dense_mlp", "width": 8, "depth": 8, "tc": 10},
-                              (100, 28, 28, 1))]:
-        run, flops, compile_s = gnj_step(build(cfg, 10), shape, None)
-        g, _ = alternate(run, None, args.repeats, 2 if args.quick else 5)
-        row(f"train step {name}", g, float("nan"), "(no peer)", shape[0], flops, peak,
-            f"compile {compile_s:.1f}s")
+    torch_threads()
+    for name, cfg, shape, peer in train_cases(args.quick):
+        if not _registered("MODELS", cfg["name"]):
+            table.skip(f"train step {name}", f"model {cfg['name']!r} is not registered yet")
+            continue
+        model = build(cfg, 10)
+        run, flops, mem, compile_s = gnj_step(model, shape)
+        tstep = torch_step(peer(model), shape, channels_last=len(shape) == 4 and shape[1] > 1
+                           and cfg["name"] != "dense_mlp")
+        inner = 10 if cfg["name"] == "dense_mlp" else 1
+        g, p, sg, sp = alternate(run, tstep, args.repeats, inner)
+        table.add(Row(f"train step {name}", g * 1e3, "pytorch 2.13 cpu", p * 1e3,
+                      items=shape[0], flops=flops, xla_mem_mb=mem, compile_s=compile_s,
+                      note="compile = lower+compile+first step", samples_gnj=sg,
+                      samples_peer=sp))
 
 
-def fwd_bwd(norm_spec: str, shape) -> tuple[Callable, float]:
+# ----------------------------------------------------------------------------- norms
+
+
+def norm_fwd_bwd(spec: str, shape: tuple[int, ...]):
+    """(run, flops, xla MB) of jax.grad of sum(norm(x)·g) w.r.t. params and x, training mode."""
+    import jax
+    import jax.numpy as jnp
+
     from gnj.models.common import make_norm
 
-    layer = make_norm(norm_spec)
+    layer = make_norm(spec)
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    v = layer.init(jax.random.PRNGKey(1), x)
     g = jax.random.normal(jax.random.PRNGKey(2), shape)
+    v = layer.init(jax.random.PRNGKey(1), x, True)
     colls = [c for c in v if c != "params"]
 
-    def f(params, x):
-        y, _ = layer.apply({**v, "params": params}, x, True, mutable=colls)
+    def f(params, x, g):  # g is an argument: a closed-over constant would be constant-folded
+        y = layer.apply({**v, "params": params}, x, True, mutable=colls)[0]
         return jnp.sum(y * g)
 
     grad = jax.jit(jax.grad(f, argnums=(0, 1)))
     params = v.get("params", {})
-    flops = flops_of(grad, params, x)
-    return (lambda: jax.block_until_ready(grad(params, x))), flops
+    flops, mem, compiled = compiled_stats(grad, params, x, g)
+    return (lambda: jax.block_until_ready(compiled(params, x, g))), flops, mem
 
 
-TINY_SPECS = {"group": "group(groups=32)", "ghost_batch": "ghost_batch(size=8)"}
+#: options for norms whose defaults do not fit the benchmark shape.
+NORM_SPECS = {"group": "group(groups=32)", "ghost_batch": "ghost_batch(size=8)"}
+NORM_SKIP = ("none", "identity", "plain", "batch", "online")
 
 
-def case_norms(args, peak):
+def case_norms(table: Table, args) -> None:
     from gnj.registry import NORMS
 
     shape = (8, 56, 56, 256) if args.quick else (32, 56, 56, 256)
-    bn, _ = fwd_bwd("batch", shape)
-    seen = set()
+    bn, _, _ = norm_fwd_bwd("batch", shape)
+    seen = {id(NORMS.get(n)) for n in NORM_SKIP if n in NORMS.names()}
     for name in NORMS.names():
         entry = NORMS.get(name)
-        if id(entry) in seen or name in ("none", "batch", "online"):
-            seen.add(id(entry))
+        if id(entry) in seen:
             continue
         seen.add(id(entry))
-        fn, flops = fwd_bwd(TINY_SPECS.get(name, name), shape)
-        g, b = alternate(fn, bn, args.repeats, 1)
-        row(f"norm {name} fwd+bwd {shape}", g, b, "gnj batch (same run)", shape[0], flops, peak)
+        try:
+            fn, flops, mem = norm_fwd_bwd(NORM_SPECS.get(name, name), shape)
+        except Exception as e:  # noqa: BLE001 - a norm that cannot run at this shape
+            table.skip(f"norm {name} fwd+bwd", f"{type(e).__name__}: {str(e)[:80]}")
+            continue
+        g, b, sg, sb = alternate(fn, bn, args.repeats)
+        table.add(Row(f"norm {name} fwd+bwd {shape}", g * 1e3, "gnj batch (same run)",
+                      b * 1e3, items=shape[0], flops=flops, xla_mem_mb=mem,
+                      note="ratio > 1: faster than BN", samples_gnj=sg, samples_peer=sb))
 
 
-def case_online_norm(args, peak):
+ONLINE_SPEC = ("online(decay_forward={af}, decay_backward={ab}, ecm='none', use_scale=False, "
+               "use_bias=False)")
+
+
+def case_online_norm(table: Table, args) -> None:
     import torch
 
     from bench.torch_peers import online_norm_per_sample
 
-    shapes = [(128, 32, 32, 16), (32, 56, 56, 256)]
+    if not _registered("NORMS", "online"):
+        table.skip("online_norm", "norm 'online' is not registered yet")
+        return
+    torch_threads()
+    af, ab = 0.999, 0.99
+    shapes = [(128, 32, 32, 16)] if args.quick else [(128, 32, 32, 16), (32, 56, 56, 256)]
     for shape in shapes:
-        on, flops = fwd_bwd("online(decay_forward=0.999, decay_backward=0.99, ecm='none', "
-                            "use_scale=False, use_bias=False)", shape)
-        bn, _ = fwd_bwd("batch(use_scale=False, use_bias=False)", shape)
-        g, b = alternate(on, bn, args.repeats, 1)
-        row(f"online_norm fwd+bwd {shape}", g, b, "gnj batch (same run)", shape[0], flops, peak)
+        on, flops, mem = norm_fwd_bwd(ONLINE_SPEC.format(af=af, ab=ab), shape)
+        bn, _, _ = norm_fwd_bwd("batch(use_scale=False, use_bias=False)", shape)
+        g, b, sg, sb = alternate(on, bn, args.repeats)
+        table.add(Row(f"online_norm fwd+bwd {shape}", g * 1e3, "gnj batch (same run)", b * 1e3,
+                      items=shape[0], flops=flops, xla_mem_mb=mem, samples_gnj=sg,
+                      samples_peer=sb))
         xt = torch.randn(shape[0], shape[3], shape[1], shape[2])
         gt = torch.randn_like(xt)
-        g, p = alternate(on, lambda xt=xt, gt=gt: online_norm_per_sample(xt, gt, 0.999, 0.99),
-                         1 if args.quick else 3, 1)
-        row(f"online_norm fwd+bwd {shape}", g, p, "torch per-sample loop", shape[0], flops, peak)
+        loop = lambda xt=xt, gt=gt: online_norm_per_sample(xt, gt, af, ab)[1].sum().item()
+        g, p, sg, sp = alternate(on, loop, max(1, args.repeats // 2), warmup=1)
+        table.add(Row(f"online_norm fwd+bwd {shape}", g * 1e3, "torch per-sample loop",
+                      p * 1e3, items=shape[0], flops=flops, xla_mem_mb=mem,
+                      note="REFERENCE §5.2 algorithm", samples_gnj=sg, samples_peer=sp))
 
 
-def case_ldi(args, peak):
+# ----------------------------------------------------------------------------- analysis
+
+
+def case_ldi(table: Table, args) -> None:
+    import jax
+    import numpy as np
     import torch
 
-    from bench.torch_peers import ldi_per_sample
-    from gnj.analysis import ldi
+    from bench.torch_peers import ldi_per_sample_layers
+
+    try:
+        from gnj.analysis import ldi
+    except ImportError as e:
+        table.skip("LDI", f"gnj.analysis.ldi missing ({e})")
+        return
+    if not _registered("MODELS", "dense_mlp"):
+        table.skip("LDI", "model 'dense_mlp' is not registered yet")
+        return
     from gnj.models import build
 
+    torch_threads()
     model = build({"name": "dense_mlp", "width": 8, "depth": 8, "tc": 10}, 10)
-    x = jax.random.normal(jax.random.PRNGKey(0), (100, 784))
+    x = jax.random.normal(jax.random.PRNGKey(0), (100, 28, 28, 1))
     v = model.init(jax.random.PRNGKey(1), x)
     fn = jax.jit(lambda v, x: ldi.ldi_arrays(ldi.dense_mlp_jacobians(model, v, x)))
-    run = lambda: jax.block_until_ready(fn(v, x))
-    _, st = model.apply(v, x, mutable=["intermediates"])
-    pres = [torch.from_numpy(np.array(st["intermediates"][f"pre{j}"][0])) if j != 1 else None
-            for j in range(8)]
-    ws = [torch.from_numpy(np.asarray(v["params"][f"layer{j}"]["kernel"]).T.copy())
-          for j in range(8)]
+    _, mem, compiled = compiled_stats(fn, v, x)
+    run = lambda: jax.block_until_ready(compiled(v, x))
+    layers = [tuple(None if a is None else torch.from_numpy(np.array(a)) for a in layer)
+              for layer in ldi.dense_mlp_layers(model, v, x)]
     dphi = lambda z: torch.where(z > 0, torch.ones_like(z), torch.exp(z))
-    g, p = alternate(run, lambda: ldi_per_sample(ws, pres, dphi), args.repeats, 1)
-    row("LDI dense_mlp w8 d8 tc10 x100", g, p, "torch per-sample svd", 100, float("nan"), peak)
+    ours = [float(a) for a in compiled(v, x)]
+    theirs = [float(a) for a in ldi_per_sample_layers(layers, dphi)]
+    g, p, sg, sp = alternate(run, lambda: ldi_per_sample_layers(layers, dphi), args.repeats)
+    table.add(Row("LDI dense_mlp w8 d8 tc10 x100", g * 1e3, "torch per-sample svd", p * 1e3,
+                  items=100, xla_mem_mb=mem, samples_gnj=sg, samples_peer=sp,
+                  note=f"mean/std gnj {ours[0]:.4f}/{ours[1]:.4f} torch "
+                       f"{theirs[0]:.4f}/{theirs[1]:.4f}"))
 
 
-def case_gne(args, peak):
-    from gnj.analysis.run import analyze
+def case_gne(table: Table, args) -> None:
+    import jax
+
+    try:
+        from gnj.analysis import gne
+    except ImportError as e:
+        table.skip("GNE", f"gnj.analysis.gne missing ({e})")
+        return
     from gnj.models import build
 
     model = build({"name": "resnet_cifar", "depth": 56}, 10)
-    images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+    n, probes = (2, 2) if args.quick else (8, 16)
+    images = jax.random.normal(jax.random.PRNGKey(0), (n, 32, 32, 3))
     v = model.init(jax.random.PRNGKey(1), images)
     t = time.perf_counter()
-    result = analyze(model, v, images, num_probes=4)
+    result = gne.block_moments(model, v, images, probes, jax.random.PRNGKey(2),
+                               exact_max_bytes=0)  # 0: force the matrix-free estimator
     s = time.perf_counter() - t
-    row(f"GNE moments, all {len(result['blocks'])} blocks resnet56", s, float("nan"),
-        "(target < 60 s)", 1, float("nan"), peak, "matrix-free, 4 inputs x 4 probes")
+    table.add(Row(f"GNE moments, all {len(result)} blocks resnet56", s * 1e3, "(no peer)", NAN,
+                  items=len(result), note=f"matrix-free Hutchinson, {n} inputs x {probes} "
+                  "probes, one pass incl. compiles"))
 
 
-def case_harness(args, peak):
+# ----------------------------------------------------------------------------- harness
+
+
+def case_harness(table: Table, args) -> None:
     """Steps/s of the full loop (data, metrics, checkpoints) vs the bare jitted step."""
+    import jax
+
     from configs import default
     from gnj import sharding, train
     from gnj.metrics import read_jsonl
@@ -250,37 +309,114 @@ def case_harness(args, peak):
     def bare():
         holder["s"], m = exp.train_step(holder["s"], batches[holder["i"] % 20])
         holder["i"] += 1
-        return m["train/loss"].block_until_ready()
+        m["train/loss"].block_until_ready()
 
-    bare_s, _ = alternate(bare, None, args.repeats, 20)
+    bare_before, *_ = alternate(bare, None, args.repeats, 20)
     with tempfile.TemporaryDirectory() as workdir:
+        t = time.perf_counter()
         train.train_and_evaluate(c, workdir)
+        wall = time.perf_counter() - t
         rates = [r["perf/steps_per_sec"] for r in read_jsonl(os.path.join(workdir,
-                                                                           "metrics.jsonl"))][1:]
-    loop_s = 1.0 / statistics.median(rates)
-    row("full gnj.main loop vs bare step", loop_s, bare_s, "bare jitted step", 1, float("nan"),
-        peak, "ratio = loop throughput / bare")
+                                                                           "metrics.jsonl"))
+                 if "perf/steps_per_sec" in r][1:]  # first window includes the compile
+    bare_after, *_ = alternate(bare, None, args.repeats, 20)
+    jax.block_until_ready(holder["s"])
+    bare_s = statistics.median([bare_before, bare_after])
+    loop_s = 1.0 / statistics.median(rates) if rates else NAN
+    table.add(Row("harness: train_and_evaluate loop vs bare step", loop_s * 1e3,
+                  "bare jitted step", bare_s * 1e3, items=c.batch_size,
+                  note=f"default config, {c.num_steps} steps, ckpt every 100, wall {wall:.0f}s; "
+                       "target ratio >= 0.95"))
 
 
-CASES = {"train": case_train, "norms": case_norms, "online_norm": case_online_norm,
-         "ldi": case_ldi, "gne": case_gne, "harness": case_harness}
+# ----------------------------------------------------------------------------- XLA flags A/B
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
+CHILD = """
+import json, statistics, sys, time
+from gnj import perf
+perf.apply()
+import jax
+from bench.run import gnj_step
+from gnj.models import build
+model = build({"name": "resnet_cifar", "depth": 20, "shortcut": "A", "norm": "batch"}, 10)
+run, flops, mem, compile_s = gnj_step(model, (128, 32, 32, 3))
+run()
+ts = []
+for _ in range(int(sys.argv[1])):
+    t = time.perf_counter(); run(); ts.append(time.perf_counter() - t)
+print(json.dumps({"median": statistics.median(ts), "compile_s": compile_s}))
+"""
+
+
+def case_xla_flags(table: Table, args) -> None:
+    """ResNet-20 train step in fresh processes with and without ``gnj.perf``'s XLA defaults."""
+    from gnj import perf
+
+    res: dict[str, list[float]] = {"on": [], "off": []}
+    rounds = 2 if args.quick else 3
+    for _ in range(rounds):
+        for mode in ("on", "off"):
+            env = dict(os.environ, GNJ_XLA_DEFAULTS="1" if mode == "on" else "0")
+            env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS_BASE", "")
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeats)], env=env,
+                                 capture_output=True, text=True, check=True)
+            res[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["median"])
+    on, off = statistics.median(res["on"]), statistics.median(res["off"])
+    table.add(Row("xla flags: resnet20 step, gnj defaults on", on * 1e3, "XLA defaults (off)",
+                  off * 1e3, items=128, samples_gnj=res["on"], samples_peer=res["off"],
+                  note=" ".join(f"--{k}={v}" for k, v in perf.XLA_FLAG_DEFAULTS.items())))
+
+
+CASES = {"train": case_train, "ops": None, "norms": case_norms, "online_norm": case_online_norm,
+         "ldi": case_ldi, "gne": case_gne, "harness": case_harness, "xla_flags": case_xla_flags}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, small subset")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES), help=f"from {', '.join(CASES)}")
     parser.add_argument("--out", default="bench.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 7)
+    names = [n for n in args.cases.split(",") if n]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
+
+    from gnj import perf
+
+    applied = perf.apply()  # before the first JAX computation
+    import jax
+
+    from bench.common import matmul_rate
+    from bench.ops import case_ops
+
+    CASES["ops"] = case_ops
     peak = matmul_rate()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"jax {jax.__version__}; float32 matmul {peak:.0f} GFLOP/s", flush=True)
-    for name in args.cases.split(","):
-        CASES[name](args, peak)
+    table = Table(peak)
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"python {platform.python_version()}, jax {jax.__version__}")
+    try:
+        import torch
+
+        machine += f", torch {torch.__version__}"
+    except ImportError:
+        pass
+    print(f"machine: {machine}; float32 matmul {peak:.0f} GFLOP/s; XLA_FLAGS="
+          f"{os.environ.get('XLA_FLAGS', '')!r} (gnj defaults {'on' if applied else 'off'})")
+    print(HEADER, flush=True)
+    t0 = time.perf_counter()
+    for name in names:
+        CASES[name](table, args)
+    out = table.to_json()
+    out.update(machine=machine, xla_flags=os.environ.get("XLA_FLAGS", ""),
+               command=" ".join(["python -m bench.run", *(argv or sys.argv[1:])]),
+               seconds=time.perf_counter() - t0)
     with open(args.out, "w") as f:
-        json.dump({"matmul_gflops": peak, "rows": ROWS}, f, indent=2)
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,44 @@ class TorchResNetCifar(tnn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class TorchVGG(tnn.Module):
+    """gnj ``vgg``: per cfg entry conv3×3 (stride 1 or 2, no bias) → BN → ReLU; pool, Linear."""
+
+    def __init__(self, cfg: tuple, num_classes: int = 10):
+        super().__init__()
+        layers, cin = [], 3
+        for c in cfg:
+            width, stride = c if isinstance(c, tuple) else (c, 1)
+            layers += [tnn.Conv2d(cin, width, 3, stride, 1, bias=False), tnn.BatchNorm2d(width),
+                       tnn.ReLU(inplace=True)]
+            cin = width
+        self.features = tnn.Sequential(*layers)
+        self.head = tnn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+class TorchDenseMLP(tnn.Module):
+    """gnj ``dense_mlp`` from its ``structure()`` rows (same layer sizes, links and φ = ELU)."""
+
+    def __init__(self, rows: list[dict]):
+        super().__init__()
+        self.rows = rows
+        self.layers = tnn.ModuleList(tnn.Linear(r["inp"], r["out"]) for r in rows)
+        self.links = [None if r["links"] is None else torch.as_tensor(r["links"]) for r in rows]
+
+    def forward(self, x):
+        x = x.flatten(1)
+        outs = [F.elu(self.layers[0](x))]
+        outs.append(self.layers[1](outs[0]))
+        for j in range(2, len(self.rows)):
+            pool = torch.cat(outs[j - 2::-1], dim=1)
+            inp = torch.cat([outs[j - 1], pool[:, self.links[j]]], dim=1)
+            outs.append(self.layers[j](F.elu(inp) if self.rows[j]["act_in"] else inp))
+        return outs[-1]
+
+
 def torch_train_step(model, opt):
     def step(x, y):
         opt.zero_grad(set_to_none=True)
@@ -85,18 +123,22 @@ def online_norm_per_sample(x, g, af, ab, eps=1e-5):
     return torch.stack(ys), torch.stack(dx)
 
 
-def ldi_per_sample(weights, pres, dphi):
-    """LDI with a per-sample, per-layer torch.linalg.svd loop (how the reference computes it)."""
+def ldi_per_sample_layers(layers, dphi):
+    """LDI with a per-sample, per-layer ``torch.linalg.svd`` loop (how the reference computes it).
+
+    ``layers``: (weight (out, in), pre_in (N, in) or None, pre_out (N, out) or None) per layer;
+    J = diag(φ′(pre_out))·W·diag(φ′(pre_in)) for each sample. Returns (mean, std) of all
+    singular values (population std, as jnp.std).
+    """
+    n = next(p.shape[0] for layer in layers for p in layer[1:] if p is not None)
     svs = []
-    n = pres[0].shape[0]
     for i in range(n):
-        for j, w in enumerate(weights):
-            if j == 0:
-                jac = torch.diag(dphi(pres[0][i])) @ w
-            elif j == 1:
-                jac = w
-            else:
-                jac = w @ torch.diag(dphi(pres[j][i]))
+        for w, pre_in, pre_out in layers:
+            jac = w
+            if pre_in is not None:
+                jac = jac * dphi(pre_in[i])[None, :]
+            if pre_out is not None:
+                jac = dphi(pre_out[i])[:, None] * jac
             svs.append(torch.linalg.svd(jac).S)
     s = torch.cat(svs)
-    return s.mean(), s.std()
+    return s.mean(), s.std(unbiased=False)

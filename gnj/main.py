@@ -34,6 +34,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax/TF info lines drown the progress output
+    from gnj import perf
+
+    perf.apply()  # gnj's XLA defaults (docs/performance.md); before the first JAX computation
     from gnj import sharding
 
     sharding.maybe_initialize_distributed(_MULTIHOST.value, _COORD.value, _NPROC.value,

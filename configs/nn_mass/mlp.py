@@ -72,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         else:
             raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
     common.apply_model(c, "dense_mlp", width=run["width"], depth=run["depth"], tc=run["tc"],
-                       topology_seed=0, act="elu", weight_init="torch_default")
+                       topology_seed=0, act="elu", weight_init="torch_default",
+                       strict_tc=False)  # the reference clamps tc to the link pool
     if c.dataset.name == "mnist":
         c.dataset.mean, c.dataset.std = (0.0,), (1.0,)
         c.batch_size, train_size = 64, 60_000
