@@ -40,7 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.restore_from = ""  # init params/state from another run's checkpoint (not a resume)
     c.pretrained = ""  # a torchvision-format .pth file to load into the model (gnj/pretrained.py)
     c.quiet = False
-    c.analysis = ml_collections.ConfigDict(dict(probe_every_steps=0))
+    c.analysis = ml_collections.ConfigDict(dict(
+        probe_every_steps=0,  # > 0: per-layer probes during training (gnj/analysis/probes.py)
+        probe_max_examples=0, num_samples=8, num_probes=16, exact_max_bytes=64 * 2**20,
+        lanczos_steps=20, spectrum_probes=4, block_spectra=False, elu_derivative="correct"))
     return c
 
 

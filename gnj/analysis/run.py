@@ -1,8 +1,22 @@
-"""``--mode=analyze``: GNE moments per block and for the whole network (matrix-free), LDI and
-NN-Mass where defined, of the latest checkpoint in the workdir (or of the init if none).
+"""``--mode=analyze``: Jacobian analysis of the latest checkpoint in a workdir (or of the init).
 
-Writes ``<workdir>/analysis/analysis.json`` and ``phi_by_block.png``. Config keys (all optional,
-``config.analysis``): ``num_samples`` (8), ``num_probes`` (16), ``seed`` (0).
+    python -m gnj.main --config=configs/default.py --workdir=runs/default --mode=analyze
+
+For ``num_samples`` real inputs (eval mode) it computes
+
+- GNE moments φ(JJᵀ), φ((JJᵀ)²), spread (± s.e.) of every block at its real input and of the
+  whole network (input → logits), exact where the Jacobians fit in ``exact_max_bytes``,
+  Hutchinson otherwise (``gnj.analysis.gne``);
+- the singular-value spectrum of the network Jacobian: exact (SVD of the same Jacobians) where
+  they fit, else stochastic Lanczos quadrature (``gnj.analysis.spectrum``): mean singular value
+  (± s.e.) and φ, with nodes/weights; per block too when ``block_spectra`` is set;
+- LDI (``gnj.analysis.ldi``) for a ``dense_mlp`` and NN-Mass where the model defines it,
+
+and writes ``<workdir>/analysis/analysis.json``, ``phi_by_block.png`` and ``spectrum.png``.
+
+Config keys (``config.analysis``, all optional): ``num_samples`` (8), ``num_probes`` (16),
+``seed`` (0), ``exact_max_bytes`` (64 MiB), ``lanczos_steps`` (32), ``spectrum_probes`` (8),
+``block_spectra`` (False), ``elu_derivative`` ("correct").
 """
 
 from __future__ import annotations
@@ -15,77 +29,128 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gnj import checkpoint, train
-from gnj.analysis import blocks, gne, ldi
-from gnj.models import dense_mlp
-from gnj.models.nn_mass import nn_mass
+from gnj.analysis import gne, jacobian, ldi, plots, spectrum
+
+DEFAULTS = dict(num_samples=8, num_probes=16, seed=0, exact_max_bytes=gne.DEFAULT_EXACT_MAX_BYTES,
+                lanczos_steps=32, spectrum_probes=8, block_spectra=False,
+                elu_derivative="correct")
 
 
-def analyze(model: Any, variables: Any, images: jax.Array, num_probes: int = 16,
-            seed: int = 0) -> dict[str, Any]:
-    """Every quantity for one model at one set of inputs."""
-    key = jax.random.PRNGKey(seed)
-    result: dict[str, Any] = {"blocks": {}}
-    inputs = blocks.block_inputs(model, variables, images)
-    for i, (name, z) in enumerate(inputs.items()):
-        f = blocks.block_function(model, variables, images[:1], name)
-        per_sample = lambda zi, f=f: f(zi[None])[0]
-        result["blocks"][name] = gne.hutchinson_moments(per_sample, z, num_probes,
-                                                        jax.random.fold_in(key, i))
-    net = lambda xi: model.apply(variables, xi[None], train=False)[0]
-    result["network"] = gne.hutchinson_moments(net, images, num_probes, key)
+def settings(config: Any) -> dict[str, Any]:
+    """``config.analysis`` merged over :data:`DEFAULTS` (works without the section)."""
+    section = config.get("analysis", {}) if hasattr(config, "get") else {}
+    section = section or {}
+    return {k: type(v)(section.get(k, v)) for k, v in DEFAULTS.items()}
+
+
+def _jsonable(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _jsonable(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_jsonable(v) for v in tree]
+    if isinstance(tree, (np.ndarray, jax.Array)):
+        return np.asarray(tree).tolist()
+    if isinstance(tree, (np.floating, np.integer)):
+        return tree.item()
+    return tree
+
+
+def analyze(model: Any, variables: Any, images: jax.Array, num_probes: int = 16, seed: int = 0,
+            exact_max_bytes: int = gne.DEFAULT_EXACT_MAX_BYTES, lanczos_steps: int = 32,
+            spectrum_probes: int = 8, block_spectra: bool = False,
+            elu_derivative: str = "correct") -> dict[str, Any]:
+    """Every quantity for one model at one set of inputs (a dict of floats and arrays)."""
+    k_blocks, k_net, k_spec = np.random.default_rng(seed).spawn(3)
+    result: dict[str, Any] = {
+        "num_samples": int(images.shape[0]),
+        "blocks": gne.block_moments(model, variables, images, num_probes, k_blocks,
+                                    exact_max_bytes),
+    }
+    net = gne.ModelMap(model)
+    if gne.fits(net, variables, images, exact_max_bytes):  # one Jacobian for both
+        jac = gne.exact_jacobians(net, variables, images)
+        result["network"] = gne.exact_moments(jac)
+        sv = jax.device_get(jacobian.singular_values(jac))
+        result["spectrum"] = {"network": spectrum.exact_spectrum(sv, jac.shape[1])}
+    else:
+        result["network"] = gne.hutchinson_moments_fn(net, variables, images, num_probes, k_net)
+        result["spectrum"] = {"network": spectrum.slq_fn(net, variables, images, spectrum_probes,
+                                                         lanczos_steps, k_spec)}
+    if block_spectra:
+        for name in result["blocks"]:
+            result["spectrum"][name] = spectrum.block_spectrum(
+                model, variables, images, name, spectrum_probes, lanczos_steps, k_spec,
+                exact_max_bytes)
+    from gnj.models import dense_mlp
+    from gnj.models.nn_mass import nn_mass
+
     if isinstance(model, dense_mlp.DenseMLP):
-        result["ldi"] = ldi.ldi(ldi.dense_mlp_jacobians(model, variables, images))
+        flat = jnp.reshape(images, (images.shape[0], -1))
+        result["ldi"] = ldi.ldi(ldi.dense_mlp_jacobians(model, variables, flat, elu_derivative))
+        result["ldi"]["elu_derivative"] = elu_derivative
     try:
-        result["nn_mass"] = nn_mass(model).mass
+        result["nn_mass"] = float(nn_mass(model).mass)
     except ValueError:
         pass
     return result
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-    """Analyse the newest checkpoint of ``workdir`` (or the init) and write the results."""
-    exp = train.build_experiment(config)
-    state, source = exp.state, "init"
+def _restore(config: Any, workdir: str, state: Any) -> tuple[Any, str]:
+    """Variables of the newest checkpoint in ``workdir`` (or the init), and where they came from."""
+    from gnj import checkpoint
+
+    restore_latest_variables = getattr(checkpoint, "restore_latest_variables", None)
+    if restore_latest_variables is not None:
+        variables = restore_latest_variables(config, workdir)
+        if variables is not None:
+            return variables, "checkpoint"
+        return state.variables(), "init"
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
         try:
-            state = checkpoint.restore_variables_into(state, workdir)
-            source = "checkpoint"
+            return checkpoint.restore_variables_into(state, workdir).variables(), "checkpoint"
         except FileNotFoundError:
             pass
-    cfg = config.get("analysis", {}) or {}
-    n = int(cfg.get("num_samples", 8))
-    batch = next(iter(exp.source.eval_batches()))
-    images = exp.source.preprocess(jnp.asarray(batch["image"][:n]), None)
-    result = analyze(exp.model, state.variables(), images, int(cfg.get("num_probes", 16)),
-                     int(cfg.get("seed", 0)))
+    return state.variables(), "init"
+
+
+def run(config: Any, workdir: str, images: jax.Array | None = None,
+        variables: Any | None = None, model: Any | None = None) -> dict[str, Any]:
+    """Analyse the newest checkpoint of ``workdir`` (or ``variables``, or the init); write files.
+
+    ``images``: model inputs (preprocessed, NHWC float32); default: the first ``num_samples``
+    of the config's eval split. ``model``: default built from the config. Anything not given
+    comes from ``gnj.train.build_experiment(config)``. Returns the result dict (with ``source``:
+    "checkpoint", "init" or "given").
+    """
+    cfg = settings(config)
+    exp = None
+    if images is None or variables is None or model is None:
+        from gnj import train
+
+        exp = train.build_experiment(config)
+    model = exp.model if model is None else model
+    if variables is None:
+        variables, source = _restore(config, workdir, exp.state)
+    else:
+        source = "given"
+    if images is None:
+        batch = next(iter(exp.source.eval_batches()))
+        images = exp.source.preprocess(jnp.asarray(batch["image"][: cfg["num_samples"]]), None)
+    else:
+        images = jnp.asarray(images)[: cfg["num_samples"]]
+    result = analyze(model, variables, images, cfg["num_probes"], cfg["seed"],
+                     cfg["exact_max_bytes"], cfg["lanczos_steps"], cfg["spectrum_probes"],
+                     cfg["block_spectra"], cfg["elu_derivative"])
     result["source"] = source
-    out = os.path.join(workdir, "analysis")
+    out = os.path.join(os.path.abspath(workdir), "analysis")
     os.makedirs(out, exist_ok=True)
+    if result["blocks"]:
+        plots.plot_block_moments(result["blocks"], os.path.join(out, "phi_by_block.png"))
+    net = result["spectrum"]["network"]
+    plots.plot_spectrum(net["nodes"], net["weights"], os.path.join(out, "spectrum.png"),
+                        title="input → logits Jacobian", label=net["method"])
     with open(os.path.join(out, "analysis.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    plot_phi(result, os.path.join(out, "phi_by_block.png"))
-    print(f"analysis of the {source} written to {out}", flush=True)
+        json.dump(_jsonable(result), f, indent=1)
+    print(f"analysis of the {source} written to {out} "
+          f"(network φ(JJᵀ) = {result['network']['phi']:.4g})", flush=True)
     return result
-
-
-def plot_phi(result: dict[str, Any], path: str) -> None:
-    """φ(JJᵀ) ± 1 s.e. and the spread of every block against depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(result["blocks"])
-    phi = np.array([result["blocks"][b]["phi"] for b in names])
-    se = np.array([result["blocks"][b]["phi_se"] for b in names])
-    spread = np.array([result["blocks"][b]["spread"] for b in names])
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].errorbar(range(len(names)), phi, yerr=se, marker="o")
-    ax[0].axhline(1.0, color="gray", ls="--")
-    ax[0].set(xlabel="block", ylabel="φ(JJᵀ)", title="block-wise φ(JJᵀ) (GNE: ≈ 1)")
-    ax[1].plot(range(len(names)), spread, marker="o")
-    ax[1].set(xlabel="block", ylabel="φ((JJᵀ)²) − φ(JJᵀ)²", title="spread")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
