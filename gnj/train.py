@@ -200,6 +200,11 @@ def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
         from gnj.analysis import probes
 
         hooks.append((every, probes.build_probe(config, model, preprocess)))
+    every = int(analysis.get("correlations_every_steps", 0))
+    if every > 0:  # ConstNet weight correlations and Diversity (gnj/analysis/correlations.py)
+        from gnj.analysis import correlations
+
+        hooks.append((every, correlations.build_hook(config)))
     return hooks
 
 

@@ -27,6 +27,9 @@ Recipe (``train.py``): SGD momentum 0.9 (no Nesterov), weight decay 5e-4 on ever
 lr 0.03, batch 128, ×0.2 at epochs E−140, E−80, E−40; reflect-pad 4 + random crop + flip;
 mean [125.3, 123.0, 113.9]/255, std [63.0, 62.1, 66.7]/255.
 
+Every run logs ConstNet's weight correlations (``corr/<layer>/{forward,backward,correlations}``
+as −log|ρ|) and ``corr/diversity`` once per epoch (``analysis.correlations_every_steps``).
+
 Options: ``runlocal``, ``e<N>`` (epochs), ``lr<x>``, ``noise<s>``, ``cifar100``,
 ``double_forward`` (evaluate each ConstNet stage twice and keep the second, as the reference's
 ``NetworkBlock.forward`` [as-written]), ``fixup`` (no ``--batchnorm``: the Fixup path).
@@ -102,4 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.set_eval_cadence(c, 50_000 // c.batch_size)
     if runlocal:
         common.runlocal(c)
+    # Weight correlations and Diversity once per epoch (= per evaluation), as the reference logs
+    # them (correlation.py, REFERENCE.md §3.6).
+    c.analysis.correlations_every_steps = c.eval_every_steps
     return c

@@ -15,11 +15,18 @@ the r × r matrix. A row counts as constant when its centred norm is ≤ 1e-12 o
 ``corrcoef`` gives NaN only for exactly zero variance; this also catches the rounding residue of
 constant rows). Logged as −log|ρ| under ``<layer>/correlations``, ``/forward``, ``/backward``,
 and ``diversity`` = Σ_layers log √(1 − ρ_backward²) over every conv / dense kernel.
+
+In training, :func:`build_hook` gives the hook the loop calls every
+``config.analysis.correlations_every_steps`` (the ConstNet configs: once per epoch, like the
+reference's per-epoch TensorBoard scalars); its keys are ``corr/<layer>/{forward,backward,
+correlations}`` and ``corr/diversity``. A layer whose backward rows are all constant (a ConstNet
+init) has ρ_backward = 1 and makes the Diversity −∞, which the metric writer records as NaN.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -103,3 +110,23 @@ def weight_correlations(params: Any, max_rows: int = MAX_ROWS, seed: int = 0
             diversity += 0.5 * math.log(1.0 - b * b) if b * b < 1 else -math.inf
     out["diversity"] = diversity
     return out
+
+
+def build_hook(config: Any, prefix: str = "corr/"
+               ) -> Callable[[Any, dict[str, Any]], dict[str, float]]:
+    """``hook(state, batch) -> {"corr/<layer>/forward": −log|ρ|, …, "corr/diversity": …}``.
+
+    ``state`` is a :class:`gnj.state.TrainState` (only ``state.params`` is read, on the host);
+    ``batch`` is ignored. ``config.analysis.correlations_max_rows`` (5000) caps the rows per set
+    and ``config.seed`` seeds the row subsampling.
+    """
+    analysis = config.get("analysis", {}) or {}
+    max_rows = int(analysis.get("correlations_max_rows", MAX_ROWS))
+    seed = int(config.get("seed", 0))
+
+    def hook(state: Any, batch: dict[str, Any]) -> dict[str, float]:
+        del batch
+        values = weight_correlations(state.params, max_rows, seed)
+        return {prefix + k: float(v) for k, v in values.items()}
+
+    return hook

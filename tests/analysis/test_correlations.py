@@ -72,3 +72,45 @@ def test_weight_correlations_log_values_and_diversity():
     assert not any(k.startswith("conv/bias") for k in got)
     expected = sum(math.log(math.sqrt(1 - r["backward"] ** 2)) for r in (rho_conv, rho_fc))
     assert got["diversity"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_constnet_run_logs_correlations_every_epoch(tfds_dir, tmp_path):
+    """A tiny ConstNet run writes corr/* once per evaluation, equal to the final weights'."""
+    import jax
+    import ml_collections
+
+    from configs.constnet import wrn
+    from gnj import checkpoint, train
+    from gnj.metrics import read_jsonl
+
+    c = wrn.get_config("constnet,runlocal")
+    assert c.analysis.correlations_every_steps == c.eval_every_steps > 0
+    assert wrn.get_config("constnet").analysis.correlations_every_steps == 50_000 // 128
+    c.dataset.data_dir = tfds_dir
+    c.quiet = True
+    c.num_steps, c.eval_every_steps, c.log_every_steps = 4, 2, 2
+    c.analysis.correlations_every_steps = 2
+    train.train_and_evaluate(c, str(tmp_path))
+    records = read_jsonl(str(tmp_path / "metrics.jsonl"))
+    with_corr = [r for r in records if "corr/diversity" in r]
+    assert [r["step"] for r in with_corr] == [2, 4]
+    last = with_corr[-1]
+    # The final checkpoint holds the weights the hook saw at step 4.
+    exp = train.build_experiment(ml_collections.ConfigDict(c))
+    params = jax.device_get(checkpoint.restore_variables_into(exp.state, str(tmp_path)).params)
+    stem = [k for k in last if k.startswith("corr/") and k.endswith("/forward")][0]
+    layer = stem[len("corr/"):-len("/forward")]
+    kernel = params
+    for part in layer.split("/"):
+        kernel = kernel[part]
+    kernel = np.asarray(kernel["kernel"], np.float64)
+    torch_w = np.moveaxis(np.moveaxis(kernel, -1, 0), -1, 1)  # (out, in, kh, kw)
+    rho = _reference_mean_corr(torch_w.reshape(torch_w.shape[0], -1))
+    assert last[stem] == pytest.approx(-math.log(abs(rho)), rel=1e-6)
+    kernels = [k for k in jax.tree_util.tree_flatten_with_path(params)[0]
+               if str(getattr(k[0][-1], "key", "")) == "kernel"]
+    assert sum(k.endswith("/backward") for k in last) == len(kernels)
+    expected = correlations.weight_correlations(params)
+    for key, value in expected.items():
+        got = last[f"corr/{key}"]
+        assert (math.isnan(got) and not math.isfinite(value)) or got == pytest.approx(value)
