@@ -12,7 +12,9 @@ For ``num_samples`` real inputs (eval mode) it computes
   (± s.e.) and φ, with nodes/weights; per block too when ``block_spectra`` is set;
 - LDI (``gnj.analysis.ldi``) for a ``dense_mlp`` and NN-Mass where the model defines it,
 
-and writes ``<workdir>/analysis/analysis.json``, ``phi_by_block.png`` and ``spectrum.png``.
+and writes ``<workdir>/analysis/analysis.json``, ``phi_by_block.png`` and ``spectrum.png``
+(plus ``grad_norms.png`` when the workdir's ``metrics.jsonl`` holds training-time gradient norms,
+see ``gnj.analysis.plots``).
 
 Config keys (``config.analysis``, all optional): ``num_samples`` (8), ``num_probes`` (16),
 ``seed`` (0), ``exact_max_bytes`` (64 MiB), ``lanczos_steps`` (32), ``spectrum_probes`` (8),
@@ -149,6 +151,10 @@ def run(config: Any, workdir: str, images: jax.Array | None = None,
     net = result["spectrum"]["network"]
     plots.plot_spectrum(net["nodes"], net["weights"], os.path.join(out, "spectrum.png"),
                         title="input → logits Jacobian", label=net["method"])
+    metrics = os.path.join(os.path.abspath(workdir), "metrics.jsonl")
+    if os.path.exists(metrics) and any(plots.metric_series(plots.read_metrics(metrics), regex)
+                                       for regex, _ in plots.GRAD_NORM_PANELS.values()):
+        plots.plot_grad_norms(metrics, os.path.join(out, "grad_norms.png"))
     with open(os.path.join(out, "analysis.json"), "w") as f:
         json.dump(_jsonable(result), f, indent=1)
     print(f"analysis of the {source} written to {out} "

@@ -21,6 +21,8 @@ def test_analyze_cli_writes_json_and_plots(tfds_dir, tmp_path):
     c.analysis.spectrum_probes = 2
     c.analysis.lanczos_steps = 4
     c.analysis.exact_max_bytes = 0  # everything matrix-free
+    (tmp_path / "metrics.jsonl").write_text(  # as a run with probes on leaves it
+        "".join(json.dumps({"step": s, "grad_l2/stem/kernel": 1.0 / s}) + "\n" for s in (1, 2)))
     result = run.run(c, str(tmp_path))
     assert result["source"] == "init" and len(result["blocks"]) == 3
     assert all(m["method"] == "hutchinson" for m in result["blocks"].values())
@@ -29,7 +31,7 @@ def test_analyze_cli_writes_json_and_plots(tfds_dir, tmp_path):
     assert saved["blocks"].keys() == result["blocks"].keys()
     net = saved["spectrum"]["network"]
     assert net["method"] == "slq" and np.asarray(net["nodes"]).shape == (2, 2, 4)
-    for name in ("phi_by_block.png", "spectrum.png"):
+    for name in ("phi_by_block.png", "spectrum.png", "grad_norms.png"):
         assert (tmp_path / "analysis" / name).stat().st_size > 1000
 
 
@@ -66,7 +68,7 @@ def test_plots_write_pngs(tmp_path):
     plots.plot_grad_norms(str(tmp_path / "metrics.jsonl"), str(tmp_path / "g.png"))
     with pytest.raises(ValueError, match="no metric"):
         plots.plot_grad_norms(str(tmp_path / "metrics.jsonl"), str(tmp_path / "x.png"),
-                              pattern="nothing")
+                              panels={"none": ("nothing", "y")})
     plots.plot_ldi_vs_mass([{"nn_mass": 20.0, "ldi_mean": 0.9, "ldi_std": 0.2},
                             {"nn_mass": 10.0, "ldi_mean": 0.7, "ldi_std": 0.3}],
                            str(tmp_path / "l.png"))
