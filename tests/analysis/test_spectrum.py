@@ -60,9 +60,15 @@ def test_golub_kahan_survives_an_invariant_krylov_space():
 
 
 def _check_slq_against_exact(f, params, xs, num_probes=32, num_steps=64, seed=3):
+    # Exact values from plain jax.jacrev Jacobians and NumPy's SVD (not gnj's code).
+    one = jax.jit(jax.jacrev(f, argnums=1))
+    m = int(np.prod(jax.eval_shape(f, params, xs[0]).shape))
+    jac_np = np.stack([np.asarray(one(params, x), np.float64).reshape(m, -1) for x in xs])
+    sv = np.linalg.svd(jac_np, compute_uv=False)
+    exact = {"mean_sv": sv.mean(), "phi": np.mean((sv**2).sum(-1) / m)}
     jac = jacobian.per_sample_jacobians(lambda z: f(params, z), xs)
-    sv = np.asarray(jacobian.singular_values(jac), np.float64)
-    exact = spectrum.exact_summary(sv, jac.shape[1])
+    assert spectrum.exact_summary(np.asarray(jacobian.singular_values(jac)), m)["mean_sv"] == (
+        pytest.approx(exact["mean_sv"], rel=1e-4))
     est = spectrum.slq_fn(f, params, xs, num_probes, num_steps, seed)
     assert est["mean_sv_se"] > 0
     assert abs(est["mean_sv"] - exact["mean_sv"]) < 3 * est["mean_sv_se"]
@@ -104,6 +110,7 @@ def test_network_spectrum_of_a_convnet_agrees_with_exact():
     est = spectrum.network_spectrum(model, v, images, num_probes=32, num_steps=10, key=4)
     sv = np.asarray(jacobian.singular_values(jacobian.model_jacobians(model, v, images)))
     assert abs(est["mean_sv"] - sv.mean()) < 3 * est["mean_sv_se"]
+    assert abs(est["phi"] - np.mean((sv.astype(np.float64) ** 2).sum(-1) / 10)) < 3 * est["phi_se"]
 
 
 def test_orthogonal_map_has_all_singular_values_one():
