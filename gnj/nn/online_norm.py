@@ -148,51 +148,78 @@ def _before(h: jax.Array, h0: jax.Array) -> jax.Array:
     return jnp.concatenate([start, h[:, :-1]], axis=1)
 
 
-def _forward_streams(x, mu0, var0, alpha_f, eps):
-    """y, s and the final forward streams for x of shape (G, n, D, C), one stream per group."""
-    mu_x = jnp.mean(x, axis=2)
-    var_x = jnp.mean(jnp.square(x - mu_x[:, :, None]), axis=2)
+def _streams(per_sample: jax.Array, k: int) -> jax.Array:
+    """(N, C) per-sample values as (k, N/k, C): k streams of consecutive samples."""
+    return jnp.reshape(per_sample, (k, per_sample.shape[0] // k, per_sample.shape[-1]))
+
+
+def _samples(streams: jax.Array) -> jax.Array:
+    """(k, n, C) stream values back to (N, C), and then to (N, 1, C) to broadcast over D."""
+    return jnp.reshape(streams, (-1, 1, streams.shape[-1]))
+
+
+def _forward_streams(x, mu0, var0, alpha_f, eps, k):
+    """y, the (N, C) residuals of the control process and the final μ, σ² for x (N, D, C).
+
+    Two passes over x (the mean, then the centred square), each a reduction over D alone (3-d,
+    so XLA:CPU fuses the square into it), and one elementwise pass for y. The (N, C) residuals
+    are s = √(σ²_{t−1} + eps), mean_D(y) = d/s and mean_D(y²) = (σ²_x + d²)/s² (d = μ_x − μ_{t−1}),
+    which are exact identities of y = (x − μ_{t−1})/s, so the backward pass needs no
+    reduction of y alone.
+    """
+    mu_x = jnp.mean(x, axis=1)
+    var_x = jnp.mean(jnp.square(x - mu_x[:, None]), axis=1)
+    mu_x, var_x = _streams(mu_x, k), _streams(var_x, k)
     mu = linear_recurrence(alpha_f, (1 - alpha_f) * mu_x, mu0, axis=1)
     mu_prev = _before(mu, mu0)
-    var_in = (1 - alpha_f) * var_x + alpha_f * (1 - alpha_f) * jnp.square(mu_x - mu_prev)
-    var = linear_recurrence(alpha_f, var_in, var0, axis=1)
+    d = mu_x - mu_prev
+    var = linear_recurrence(alpha_f, (1 - alpha_f) * var_x + alpha_f * (1 - alpha_f) * d * d,
+                            var0, axis=1)
     s = jnp.sqrt(_before(var, var0) + eps)
-    y = (x - mu_prev[:, :, None]) / s[:, :, None]
-    return y, s, jnp.mean(mu[:, -1], 0), jnp.mean(var[:, -1], 0)
+    y = (x - _samples(mu_prev)) / _samples(s)
+    mean_y, mean_y2 = d / s, (var_x + d * d) / (s * s)
+    return y, (s, mean_y, mean_y2), jnp.mean(mu[:, -1], 0), jnp.mean(var[:, -1], 0)
 
 
-def _control_process(g, y, s, u0, v0, alpha_b):
-    """∂L/∂x and the final (u, v) for g, y of shape (G, n, D, C) and s of shape (G, n, C)."""
+def _control_process(g, y, stats, u0, v0, alpha_b, k):
+    """∂L/∂x and the final (u, v) for g, y of shape (N, D, C) and the forward's (N, C) stats.
+
+    One pass over (g, y) for mean_D(g) and mean_D(g·y) and one elementwise pass for ∂L/∂x;
+    mean_D(ĝ) = (mean_D(g) − (1−αb)·v_{t−1}·mean_D(y))/s follows from the (N, C) values.
+    """
+    s, mean_y, mean_y2 = stats
     c = 1 - alpha_b
-    a_v = 1 - c * jnp.mean(jnp.square(y), axis=2)
-    v = linear_recurrence(a_v, jnp.mean(g * y, axis=2), v0, axis=1)
-    g_hat = (g - c * _before(v, v0)[:, :, None] * y) / s[:, :, None]
-    u = linear_recurrence(alpha_b, jnp.mean(g_hat, axis=2), u0, axis=1)
-    dx = g_hat - c * _before(u, u0)[:, :, None]
+    mean_g, mean_gy = _streams(jnp.mean(g, axis=1), k), _streams(jnp.mean(g * y, axis=1), k)
+    v = linear_recurrence(1 - c * mean_y2, mean_gy, v0, axis=1)
+    v_prev = _before(v, v0)
+    u = linear_recurrence(alpha_b, (mean_g - c * v_prev * mean_y) / s, u0, axis=1)
+    u_prev = _before(u, u0)
+    dx = (g - _samples(c * v_prev) * y) / _samples(s) - _samples(c * u_prev)
     return dx, jnp.mean(u[:, -1], 0), jnp.mean(v[:, -1], 0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def online_norm_core(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps):
-    """Normalised x of shape (G, n, D, C) (G independent streams) and the new μ, σ².
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def online_norm_core(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams=1):
+    """Normalised x of shape (N, D, C) and the new μ, σ²; ``streams`` = k splits the N samples
+    into k consecutive chunks of N/k, each its own stream from the shared (μ0, σ²0, u0, v0).
 
     Its VJP returns ∂L/∂x by the control process and, as the cotangents of (u0, v0), the
     updated backward streams (the streams are state, not differentiable inputs; μ0, σ²0 get a
     zero cotangent).
     """
-    y, _, mu, var = _forward_streams(x, mu0, var0, alpha_f, eps)
+    y, _, mu, var = _forward_streams(x, mu0, var0, alpha_f, eps, streams)
     return y, mu, var
 
 
-def _core_fwd(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps):
-    y, s, mu, var = _forward_streams(x, mu0, var0, alpha_f, eps)
-    return (y, mu, var), (y, s, mu0, var0, u0, v0)
+def _core_fwd(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams):
+    y, stats, mu, var = _forward_streams(x, mu0, var0, alpha_f, eps, streams)
+    return (y, mu, var), (y, stats, mu0, var0, u0, v0)
 
 
-def _core_bwd(alpha_f, alpha_b, eps, residuals, cotangents):
-    y, s, mu0, var0, u0, v0 = residuals
+def _core_bwd(alpha_f, alpha_b, eps, streams, residuals, cotangents):
+    y, stats, mu0, var0, u0, v0 = residuals
     g = cotangents[0]  # the new forward streams do not feed the loss
-    dx, u, v = _control_process(g, y, s, u0, v0, alpha_b)
+    dx, u, v = _control_process(g, y, stats, u0, v0, alpha_b, streams)
     return dx, jnp.zeros_like(mu0), jnp.zeros_like(var0), u, v
 
 
@@ -279,10 +306,9 @@ class OnlineNorm(nn.Module):
         u = self.variable(BACKWARD_STATE, "u", jnp.zeros, (c,), dt)
         v = self.variable(BACKWARD_STATE, "v", jnp.zeros, (c,), dt)
         if train and not self.is_initializing():
-            k = self.num_streams()
-            flat = jnp.reshape(x, (k, x.shape[0] // k, -1, c)).astype(dt)
+            flat = jnp.reshape(x, (x.shape[0], -1, c)).astype(dt)
             y, new_mu, new_var = online_norm_core(flat, mu.value, var.value, u.value, v.value,
-                                                  alpha_f, alpha_b, self.eps)
+                                                  alpha_f, alpha_b, self.eps, self.num_streams())
             mu.value, var.value = new_mu, new_var
         else:
             y = (x.astype(dt) - mu.value) * jax.lax.rsqrt(var.value + self.eps)
