@@ -9,6 +9,7 @@
   Chen et al.'s ‖∂L/∂W‖²_F per weight (``grad_l2/<param>``, REFERENCE.md §1.11) and Lubana et
   al.'s ‖∂L/∂y‖_F per conv output (``probe/<conv>/grad_norm``, §2.5), both written by the
   training-time probes (``config.analysis.probe_every_steps``).
+- :func:`plot_compare`: φ(JJᵀ) by block and the network spectrum of several analysed runs.
 - :func:`plot_ldi_vs_mass`: LDI (mean ± std singular value, §4.3) against NN-Mass (§4.2) over
   the runs of a sweep, from each run's ``analysis/analysis.json`` (``--mode=analyze``).
 
@@ -16,9 +17,11 @@ The command line (:func:`main`) takes a workdir or a sweep root (``launch.sweep`
 ``<root>/<variant>/<repeat>`` layout, or any tree of workdirs): every workdir whose
 ``metrics.jsonl`` has gradient norms gets ``<workdir>/analysis/grad_norms.png``; the runs with
 LDI and NN-Mass in their ``analysis.json`` give ``<root>/analysis/ldi_vs_mass.png`` (and
-``ldi_vs_mass.json``, the plotted points). ``--analyze`` first runs the ``--mode=analyze``
-analysis (``gnj.analysis.run``) on every workdir that has a ``config.json`` but no
-``analysis/analysis.json``, with the config rebuilt from that ``config.json``.
+``ldi_vs_mass.json``, the plotted points); two or more runs with block moments give
+``<root>/analysis/compare.png`` (:func:`plot_compare`: φ by block and the network spectrum of
+every run, e.g. Kaiming vs orthogonal vs delta-orthogonal init). ``--analyze`` first runs the
+``--mode=analyze`` analysis (``gnj.analysis.run``) on every workdir that has a ``config.json``
+but no ``analysis/analysis.json``, with the config rebuilt from that ``config.json``.
 """
 
 from __future__ import annotations
@@ -168,37 +171,77 @@ def plot_ldi_vs_mass(sweep: Sequence[dict[str, Any]], path: str, x: str = "nn_ma
     return _save(fig, path)
 
 
+def plot_compare(analyses: dict[str, dict[str, Any]], path: str) -> str:
+    """Several ``analysis.json`` results side by side: φ(JJᵀ) of every block against depth
+    (log y, ± 1 s.e.) and the density of log₁₀ σ of the network Jacobian's singular values
+    (from exact values or SLQ nodes/weights), one line per run."""
+    plt = _pyplot()
+    fig, (ax_phi, ax_sv) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, result in analyses.items():
+        blocks = result.get("blocks", {})
+        phi = np.array([b["phi"] for b in blocks.values()], np.float64)
+        se = np.nan_to_num(np.array([b.get("phi_se", 0.0) for b in blocks.values()], float))
+        net_phi = result.get("network", {}).get("phi", np.nan)
+        label = f"{name} (network φ = {net_phi:.3g})"
+        ax_phi.errorbar(np.arange(len(phi)), phi, yerr=se, marker="o", ms=3, label=label)
+        spec = result.get("spectrum", {}).get("network")
+        if spec is not None:
+            nodes = np.asarray(spec["nodes"], np.float64)
+            weights = np.asarray(spec["weights"], np.float64)
+            keep = nodes > 0
+            logs = np.log10(nodes[keep])
+            grid = np.linspace(logs.min() - 0.5, logs.max() + 0.5, 300)
+            ax_sv.plot(grid, spectrum.density(logs, weights[keep], grid), label=name)
+    ax_phi.axhline(1.0, color="gray", ls="--", lw=0.8)
+    ax_phi.set(xlabel="block (depth order)", ylabel="φ(JJᵀ)", yscale="log",
+               title="block-wise φ(JJᵀ) (GNE: ≈ 1)")
+    ax_sv.axvline(0.0, color="gray", ls="--", lw=0.8)
+    ax_sv.set(xlabel="log₁₀ σ (singular value of input → logits Jacobian)", ylabel="density",
+              title="network Jacobian spectrum")
+    ax_phi.legend(fontsize=7)
+    ax_sv.legend(fontsize=7)
+    return _save(fig, path)
+
+
 # ------------------------------------------------------------------------- command line
 
 _SKIP_DIRS = ("checkpoints", "tensorboard", "report", "analysis")
 
 
 def workdirs(root: str) -> list[str]:
-    """Every workdir under ``root`` (itself included): a directory with ``config.json`` or
-    ``metrics.jsonl``, in natural order."""
+    """Every workdir under ``root`` (itself included): a directory with ``config.json``,
+    ``metrics.jsonl`` or ``analysis/analysis.json``, in natural order."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"gnj.analysis.plots: no directory {root!r}")
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted((d for d in dirnames if d not in _SKIP_DIRS), key=natural_key)
-        if "config.json" in filenames or "metrics.jsonl" in filenames:
+        if ("config.json" in filenames or "metrics.jsonl" in filenames
+                or os.path.exists(os.path.join(dirpath, "analysis", "analysis.json"))):
             found.append(dirpath)
     return sorted(found, key=natural_key)
+
+
+def analyses(root: str) -> dict[str, dict[str, Any]]:
+    """``{run (path relative to root): analysis.json}`` of every run under ``root`` that has
+    one."""
+    out = {}
+    for wd in workdirs(root):
+        path = os.path.join(wd, "analysis", "analysis.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                out[os.path.relpath(wd, root)] = json.load(f)
+    return out
 
 
 def ldi_points(root: str) -> list[dict[str, Any]]:
     """``[{"run", "nn_mass", "ldi_mean", "ldi_std"}]`` of every run under ``root`` whose
     ``analysis/analysis.json`` has both LDI and NN-Mass (``run``: path relative to ``root``)."""
     pts = []
-    for wd in workdirs(root):
-        path = os.path.join(wd, "analysis", "analysis.json")
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            result = json.load(f)
+    for run, result in analyses(root).items():
         if "ldi" not in result or "nn_mass" not in result:
             continue
-        pts.append({"run": os.path.relpath(wd, root), "nn_mass": float(result["nn_mass"]),
+        pts.append({"run": run, "nn_mass": float(result["nn_mass"]),
                     "ldi_mean": float(result["ldi"]["ldi_mean"]),
                     "ldi_std": float(result["ldi"]["ldi_std"])})
     return pts
@@ -243,6 +286,11 @@ def make_plots(root: str, analyze: bool = False) -> list[str]:
         with open(os.path.join(out, "ldi_vs_mass.json"), "w") as f:
             json.dump(pts, f, indent=1)
         written.append(plot_ldi_vs_mass(pts, os.path.join(out, "ldi_vs_mass.png")))
+    compared = {k: v for k, v in analyses(root).items() if v.get("blocks")}
+    if len(compared) >= 2:
+        out = os.path.join(root, "analysis")
+        os.makedirs(out, exist_ok=True)
+        written.append(plot_compare(compared, os.path.join(out, "compare.png")))
     return written
 
 

@@ -133,6 +133,35 @@ def test_cli_analyze_runs_the_analysis_of_a_tiny_nn_mass_sweep(tfds_dir, tmp_pat
         result = json.loads((root / run / "analysis" / "analysis.json").read_text())
         assert result["source"] == "init" and result["num_samples"] == 4
         assert p["ldi_mean"] == result["ldi"]["ldi_mean"] > 0
-    xy = figures[-1][0].axes[0].lines[0].get_xydata()
+    by_path = {path: fig for fig, path in figures}
+    xy = by_path[str(root / "analysis" / "ldi_vs_mass.png")].axes[0].lines[0].get_xydata()
     assert sorted(map(tuple, xy)) == sorted((p["nn_mass"], p["ldi_mean"])
                                             for p in points.values())
+    assert (root / "analysis" / "compare.png").read_bytes()[:8] == PNG  # 2 runs with blocks
+
+
+def test_compare_plot_of_analysed_runs_shows_their_block_moments_and_spectra(tmp_path, figures):
+    rng = np.random.default_rng(0)
+    runs = {}
+    for name, scale in (("km_relu", 1.0), ("orth_relu", 0.1)):
+        blocks = {f"stage1_block{i}": {"phi": scale * (1 + 0.1 * i), "phi_se": 0.01 * i}
+                  for i in range(12)}
+        sv = scale * np.abs(rng.normal(size=(3, 1, 10))) + 1e-3
+        spec = {"nodes": sv.tolist(), "weights": np.full(sv.shape, 0.1).tolist()}
+        runs[name] = dict(blocks=blocks, network={"phi": scale}, spectrum={"network": spec})
+        _analysis(tmp_path / name / "analysis", **runs[name])
+    assert plots.main([str(tmp_path)]) == 0
+    (fig, path), = figures
+    assert path == str(tmp_path / "analysis" / "compare.png")
+    ax_phi, ax_sv = fig.axes
+    assert ax_phi.get_yscale() == "log"
+    for container, (name, run) in zip(ax_phi.containers, runs.items()):
+        np.testing.assert_allclose(container.lines[0].get_ydata(),  # call (depth) order
+                                   [b["phi"] for b in run["blocks"].values()])
+        assert container.get_label() == f"{name} (network φ = {run['network']['phi']:.3g})"
+    for line, run in zip(ax_sv.lines[:2], runs.values()):
+        x, dens = line.get_xdata(), line.get_ydata()
+        assert np.trapezoid(dens, x) == pytest.approx(1.0, abs=0.01)  # a density of log₁₀ σ
+        # Its mean is the mean log₁₀ σ of the file's singular values (equal weights).
+        mean_log = np.mean(np.log10(np.asarray(run["spectrum"]["network"]["nodes"])))
+        assert np.trapezoid(dens * x, x) == pytest.approx(mean_log, abs=0.02)
