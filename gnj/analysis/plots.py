@@ -171,10 +171,13 @@ def plot_ldi_vs_mass(sweep: Sequence[dict[str, Any]], path: str, x: str = "nn_ma
     return _save(fig, path)
 
 
-def plot_compare(analyses: dict[str, dict[str, Any]], path: str) -> str:
+def plot_compare(analyses: dict[str, dict[str, Any]], path: str, floor: float = 1e-6,
+                 bandwidth: float = 0.08) -> str:
     """Several ``analysis.json`` results side by side: φ(JJᵀ) of every block against depth
     (log y, ± 1 s.e.) and the density of log₁₀ σ of the network Jacobian's singular values
-    (from exact values or SLQ nodes/weights), one line per run."""
+    (from exact values or SLQ nodes/weights; Gaussian kernel of ``bandwidth`` decades), one
+    line per run. Singular values below ``floor`` × the run's largest are left out of the
+    density (their share of the weight is given in the legend)."""
     plt = _pyplot()
     fig, (ax_phi, ax_sv) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, result in analyses.items():
@@ -188,10 +191,13 @@ def plot_compare(analyses: dict[str, dict[str, Any]], path: str) -> str:
         if spec is not None:
             nodes = np.asarray(spec["nodes"], np.float64)
             weights = np.asarray(spec["weights"], np.float64)
-            keep = nodes > 0
+            keep = nodes > floor * nodes.max()  # numerically zero σ would stretch the axis
+            dropped = float(weights[~keep].sum() / weights.sum())
             logs = np.log10(nodes[keep])
-            grid = np.linspace(logs.min() - 0.5, logs.max() + 0.5, 300)
-            ax_sv.plot(grid, spectrum.density(logs, weights[keep], grid), label=name)
+            grid = np.linspace(logs.min() - 0.5, logs.max() + 0.5, 400)
+            note = f" ({dropped:.0%} of σ < {floor:g}·max not shown)" if dropped > 0 else ""
+            ax_sv.plot(grid, spectrum.density(logs, weights[keep], grid, bandwidth),
+                       label=name + note)
     ax_phi.axhline(1.0, color="gray", ls="--", lw=0.8)
     ax_phi.set(xlabel="block (depth order)", ylabel="φ(JJᵀ)", yscale="log",
                title="block-wise φ(JJᵀ) (GNE: ≈ 1)")
