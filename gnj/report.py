@@ -10,7 +10,17 @@ other workdir is its own group. Per group:
   and **final** eval accuracy (its last evaluation): median and [min, max] over repeats;
 - **median-curve best**: the maximum over evaluation steps of the per-step median across repeats
   (Online Normalization's "best epoch on the median curve", REFERENCE.md §5.7);
-- final eval loss (median), completed steps, number of repeats.
+- final eval loss (median), completed steps, number of repeats;
+- where the runs logged them, signal-propagation columns (median over repeats):
+  **gradient-norm spread** from the per-layer probes' ``grad_l2/<param>`` = ‖∂L/∂W‖²
+  (``config.analysis.probe_every_steps``): max/min over layers of ‖∂L/∂W‖ at the first and at
+  the last probe (1 = gradient norm equality; every kernel with ≥ 2 axes counts, stem and
+  classifier included); **weight correlations** from ``corr/<layer>/forward`` = −log|ρ| (ConstNet,
+  ``gnj.analysis.correlations``): the largest −log|ρ_forward| over layers at the last record
+  (0 = every layer's filters identical, so every channel of a feature map is the same) and
+  ``corr/diversity``; **NN-Mass and LDI** from ``<workdir>/analysis/analysis.json``
+  (``--mode=analyze``, e.g. ``launch.sweep --mode analyze``): ``nn_mass``, ``ldi_mean``. A
+  workdir with only ``analysis/analysis.json`` (analysis of an initialisation) is a run too.
 
 Writes ``report/results.md`` and ``report/results.csv`` (one row per group) and PNG curves
 ``report/curves.png`` (median eval accuracy and train loss against step, one line per group, the
@@ -34,11 +44,43 @@ import numpy as np
 ACC, LOSS, TRAIN_LOSS = "eval/accuracy", "eval/loss", "train/loss"
 
 
+GRAD_L2, CORR, CORR_DIVERSITY = "grad_l2/", "corr/", "corr/diversity"
+
+
 @dataclasses.dataclass
 class RunResult:
     workdir: str
     records: list[dict[str, Any]]
     config: dict[str, Any]
+    analysis: dict[str, Any] | None = None
+
+    def _first_last(self, prefix: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        recs = [r for r in self.records if any(k.startswith(prefix) for k in r)]
+        return (recs[0], recs[-1]) if recs else None
+
+    def grad_spread(self) -> tuple[float, float]:
+        """(first, last) max/min over layers of ‖∂L/∂W‖ from the probes' ``grad_l2/*``."""
+        fl = self._first_last(GRAD_L2)
+        if fl is None:
+            return math.nan, math.nan
+        return tuple(grad_norm_spread(r) for r in fl)
+
+    def correlation(self) -> tuple[float, float]:
+        """(max over layers of −log|ρ_forward|, diversity) at the last ``corr/`` record."""
+        fl = self._first_last(CORR)
+        if fl is None:
+            return math.nan, math.nan
+        last = fl[1]
+        fwd = [v for k, v in last.items()
+               if k.startswith(CORR) and k.endswith("/forward") and _finite(v)]
+        div = last.get(CORR_DIVERSITY, math.nan)
+        return (max(fwd) if fwd else math.nan,
+                float(div) if isinstance(div, (int, float)) else math.nan)
+
+    def analysis_value(self, key: str) -> float:
+        a = self.analysis or {}
+        v = (a.get("ldi") or {}).get(key) if key.startswith("ldi") else a.get(key)
+        return float(v) if isinstance(v, (int, float)) else math.nan
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         pts = [(r["step"], r[key]) for r in self.records if key in r and _finite(r[key])]
@@ -75,6 +117,16 @@ class Group:
     def stats(self) -> dict[str, Any]:
         best = np.array([r.best for r in self.runs])
         final = np.array([r.final for r in self.runs])
+        spreads = np.array([r.grad_spread() for r in self.runs], float).reshape(-1, 2)
+        corr = np.array([r.correlation() for r in self.runs], float).reshape(-1, 2)
+        extra = {
+            "grad_spread_first": _nanmedian(spreads[:, 0]),
+            "grad_spread_last": _nanmedian(spreads[:, 1]),
+            "corr_forward_max": _nanmedian(corr[:, 0]),
+            "diversity": _nanmedian(corr[:, 1]),
+            "nn_mass": _nanmedian(np.array([r.analysis_value("nn_mass") for r in self.runs])),
+            "ldi_mean": _nanmedian(np.array([r.analysis_value("ldi_mean") for r in self.runs])),
+        }
         return {
             "run": self.name, "n": len(self.runs),
             "best_median": _nanmedian(best), "best_min": _nanmin(best),
@@ -84,11 +136,22 @@ class Group:
             "median_curve_best": median_curve_best(self.runs),
             "final_loss_median": _nanmedian(np.array([r.final_loss for r in self.runs])),
             "steps": min(r.steps for r in self.runs),
+            **extra,
         }
 
 
+def grad_norm_spread(record: dict[str, Any]) -> float:
+    """max/min over layers of ‖∂L/∂W‖ = √``grad_l2/<param>`` in one metrics record."""
+    norms = [math.sqrt(v) for k, v in record.items()
+             if k.startswith(GRAD_L2) and _finite(v) and v >= 0]
+    if len(norms) < 2:
+        return math.nan
+    lo = min(norms)
+    return math.inf if lo == 0 else max(norms) / lo
+
+
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _nanmedian(a: np.ndarray) -> float:
@@ -125,20 +188,32 @@ def median_curve_best(runs: Sequence[RunResult]) -> float:
 
 
 def read_run(workdir: str) -> RunResult | None:
+    """A training run (``config.json`` + ``metrics.jsonl``) and/or an analysis
+    (``analysis/analysis.json``) in ``workdir``; None if it has neither."""
     cfg_path, metrics_path = (os.path.join(workdir, "config.json"),
                               os.path.join(workdir, "metrics.jsonl"))
-    if not (os.path.exists(cfg_path) and os.path.exists(metrics_path)):
+    analysis_path = os.path.join(workdir, "analysis", "analysis.json")
+    analysis = None
+    if os.path.exists(analysis_path):
+        try:
+            with open(analysis_path) as f:
+                analysis = json.load(f)
+        except json.JSONDecodeError:
+            analysis = None
+    trained = os.path.exists(cfg_path) and os.path.exists(metrics_path)
+    if not trained and analysis is None:
         return None
-    with open(cfg_path) as f:
-        config = json.load(f)
-    records = []
-    with open(metrics_path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-    return RunResult(workdir, records, config)
+    config, records = {}, []
+    if trained:
+        with open(cfg_path) as f:
+            config = json.load(f)
+        with open(metrics_path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill
+    return RunResult(workdir, records, config, analysis)
 
 
 def collect(root: str) -> list[Group]:
@@ -160,7 +235,8 @@ def collect(root: str) -> list[Group]:
             name = rel if rel != "." else os.path.basename(os.path.abspath(root))
         groups.setdefault(name, []).append(run)
     if not groups:
-        raise FileNotFoundError(f"report: no runs (config.json + metrics.jsonl) under {root!r}")
+        raise FileNotFoundError(f"report: no runs (config.json + metrics.jsonl, or "
+                                f"analysis/analysis.json) under {root!r}")
     return [Group(k, v) for k, v in sorted(groups.items())]
 
 
@@ -168,10 +244,35 @@ def _pct(v: float) -> str:
     return "—" if not math.isfinite(v) else f"{100 * v:.2f}"
 
 
+#: Optional columns: (row key, header, format); shown when any row has a finite value.
+EXTRA_COLUMNS = (
+    ("grad_spread_first", "grad-norm spread, first probe (max/min)", "{:.3g}"),
+    ("grad_spread_last", "grad-norm spread, last probe", "{:.3g}"),
+    ("corr_forward_max", "max −log|ρ_fwd|", "{:.3g}"),
+    ("diversity", "diversity", "{:.3g}"),
+    ("nn_mass", "NN-Mass", "{:.1f}"),
+    ("ldi_mean", "LDI (mean σ)", "{:.4f}"),
+)
+
+
+def _fmt(v: float, fmt: str) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "—"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    return fmt.format(v)
+
+
+def _has(rows: Sequence[dict[str, Any]], key: str) -> bool:
+    return any(isinstance(r.get(key), float) and not math.isnan(r[key]) for r in rows)
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    extra = [c for c in EXTRA_COLUMNS if _has(rows, c[0])]
     lines = ["| run | n | best acc % median [min–max] | final acc % median [min–max] | "
-             "median-curve best % | final eval loss | steps |",
-             "|---|---|---|---|---|---|---|"]
+             "median-curve best % | final eval loss | steps |"
+             + "".join(f" {h} |" for _, h, _ in extra),
+             "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for r in rows:
         loss = r["final_loss_median"]
         lines.append(
@@ -179,7 +280,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             f"[{_pct(r['best_min'])}–{_pct(r['best_max'])}] | {_pct(r['final_median'])} "
             f"[{_pct(r['final_min'])}–{_pct(r['final_max'])}] | "
             f"{_pct(r['median_curve_best'])} | "
-            f"{'—' if not math.isfinite(loss) else f'{loss:.4f}'} | {r['steps']} |")
+            f"{'—' if not math.isfinite(loss) else f'{loss:.4f}'} | {r['steps']} |"
+            + "".join(f" {_fmt(r[k], f)} |" for k, _, f in extra))
     return "\n".join(lines) + "\n"
 
 

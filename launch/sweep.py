@@ -34,12 +34,23 @@ from collections.abc import Sequence
 DONE = "DONE"
 
 
+MODES = ("train", "eval", "analyze")
+
+
+def marker_of(mode: str) -> str:
+    """The file that marks a run finished in ``mode``: ``DONE`` (training) or ``DONE.<mode>``."""
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return DONE if mode == "train" else f"{DONE}.{mode}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     variant: str
     repeat: int
     workdir: str
     command: tuple[str, ...]
+    marker: str = DONE
 
 
 def load_family(path: str):
@@ -80,8 +91,16 @@ def dirname_of(variant: str) -> str:
 
 def plan(config_path: str, variants: Sequence[str], repeats: int, start: int, root: str,
          overrides: Sequence[str] = (), options: str = "", seed_keys: Sequence[str] = ("seed",),
-         extra_flags: Sequence[str] = ()) -> list[Run]:
-    """Every run of the sweep, in order; refuses runs that would share a workdir."""
+         extra_flags: Sequence[str] = (), mode: str = "train") -> list[Run]:
+    """Every run of the sweep, in order; refuses runs that would share a workdir.
+
+    ``mode`` ``eval`` / ``analyze`` runs ``gnj.main --mode=<mode>`` on each workdir (the newest
+    checkpoint there, or for ``analyze`` the initialisation if there is none), marked done by
+    ``DONE.<mode>`` so it is independent of the training runs' ``DONE``.
+    """
+    marker = marker_of(mode)
+    if mode != "train":
+        extra_flags = (*extra_flags, f"--mode={mode}")
     if repeats < 1:
         raise ValueError(f"--repeats must be ≥ 1, got {repeats}")
     for o in overrides:
@@ -101,12 +120,12 @@ def plan(config_path: str, variants: Sequence[str], repeats: int, start: int, ro
             cmd = [sys.executable, "-m", "gnj.main", f"--config={config_path}:{arg}",
                    f"--workdir={workdir}", *(f"--config.{k}={r}" for k in seed_keys),
                    *(f"--config.{o}" for o in overrides), *extra_flags]
-            runs.append(Run(arg, r, workdir, tuple(cmd)))
+            runs.append(Run(arg, r, workdir, tuple(cmd), marker))
     return runs
 
 
 def is_done(run: Run) -> bool:
-    return os.path.exists(os.path.join(run.workdir, DONE))
+    return os.path.exists(os.path.join(run.workdir, run.marker))
 
 
 def _start(run: Run, gpu: str | None) -> subprocess.Popen:
@@ -149,7 +168,7 @@ def execute(runs: Sequence[Run], parallel: int = 1, gpus: Sequence[str] = (),
             del active[slot]
             free.append(slot)
             if code == 0:
-                with open(os.path.join(run.workdir, DONE), "w") as f:
+                with open(os.path.join(run.workdir, run.marker), "w") as f:
                     f.write(" ".join(run.command) + "\n")
                 result["done"].append(run)
                 print(f"[sweep] done  {run.variant} repeat {run.repeat}", flush=True)
@@ -175,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", required=True, help="directory of the sweep's workdirs")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run (--config.KEY=VALUE)")
+    p.add_argument("--mode", default="train", choices=MODES,
+                   help="gnj.main mode of every run: train (default), eval or analyze (of each "
+                   "workdir's newest checkpoint, or of the initialisation if it has none)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     family = load_family(args.config)
@@ -182,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for v in variants:  # fail before launching anything on a bad variant or option
         family.get_config(f"{v},{args.options}" if args.options else v)
     runs = plan(args.config, variants, args.repeats, args.start, args.root, args.override,
-                args.options, getattr(family, "SEED_KEYS", ("seed",)))
+                args.options, getattr(family, "SEED_KEYS", ("seed",)), mode=args.mode)
     if args.dry_run:
         for run in runs:
             state = "done, skipped" if is_done(run) else "to run"

@@ -290,3 +290,99 @@ def test_model_sizes_from_the_models_tiny_attribute():
     tiny = MODELS.get("resnet101").tiny
     assert c.model.arch == tiny["arch"] and c.model.cifar_stem == tiny["cifar_stem"]
     assert dataclasses.is_dataclass(MODELS.get("resnet101"))
+
+
+# ------------------------------------------------------ the CPU reproductions' digits variants
+
+
+def test_gne_digits_option_keeps_the_recipe_and_scales_the_schedule():
+    from configs.gne import cifar
+
+    for variant in cifar.SEGMENTS["digits_init"]:
+        full, small = cifar.get_config(variant), cifar.get_config(variant + ",digits")
+        assert small.model.to_dict() == full.model.to_dict()  # same deep serial net, no norm
+        assert small.model.norm == "none" and small.model.depth == 32
+        for key in ("name", "lr", "momentum", "weight_decay", "wd_mask", "clip_value"):
+            assert small.optim[key] == full.optim[key], key
+        assert small.dataset.name == "digits" and small.dataset.mean == ()
+        assert not small.dataset.augment.flip and small.num_epochs == 30
+        # milestone 80 of 130 epochs → the same fraction of 30: round(80·30/130) = 18
+        assert small.optim.schedule == "multistep(milestones=(18,), multiplier=0.1)"
+        steps_per_epoch = 1437 // 128
+        assert small.eval_every_steps == steps_per_epoch
+        assert small.analysis.probe_every_steps == 3 * steps_per_epoch
+    assert {cifar.get_config(v + ",digits").model.weight_init
+            for v in cifar.SEGMENTS["digits_init"]} == {"kaiming_normal", "orthogonal",
+                                                        "delta_orthogonal"}
+    # e<N> wins in either order; ResNet-56's two milestones scale too
+    assert cifar.get_config("orth_relu,e10,digits").num_epochs == 10
+    assert cifar.get_config("orth_relu,digits,e10").optim.schedule == (
+        "multistep(milestones=(6,), multiplier=0.1)")
+    assert cifar.get_config("res_bn,digits").optim.schedule == (
+        "multistep(milestones=(15, 22), multiplier=0.1)")
+
+
+def test_constnet_digits_option_and_segment():
+    from configs.constnet import wrn
+
+    seg = {a: wrn.get_config(a) for a in wrn.SEGMENTS["digits"]}
+    breakers = {a: (c.model.noise_scale, c.model.droprate, c.model.varnet)
+                for a, c in seg.items()}
+    assert breakers == {
+        "constnet_deterministic,digits": (0.0, 0.0, False),  # nothing breaks the symmetry
+        "constnet,digits": (wrn.CUDNN_NOISE, 0.0, False),
+        "constnet,digits,noise0.001": (1e-3, 0.0, False),
+        "constnet_dropout,digits": (0.0, 0.01, False),
+        "constnet_he,digits": (wrn.CUDNN_NOISE, 0.0, True),
+    }
+    c = seg["constnet,digits"]
+    assert c.dataset.name == "digits" and (c.model.depth, c.model.widen_factor) == (10, 1)
+    assert c.num_epochs == 30 and c.optim.lr == 0.03 and c.optim.weight_decay == 5e-4
+    # ×0.2 at E−140, E−80, E−40 of 300 epochs → the same fractions of 30
+    assert c.optim.schedule == "wrn(drops=(14, 8, 4), factor=0.2)"
+    assert c.analysis.correlations_every_steps == c.eval_every_steps == 1437 // 128
+    assert wrn.get_config("constnet,e10,digits").optim.schedule == (
+        "wrn(drops=(5, 3, 1), factor=0.2)")
+    with pytest.raises(ValueError, match="unknown option 'digits'.*ConstNet runs"):
+        wrn.get_config("leakynet_h_hhhh_hhhh_hhhh,digits")  # init strings fix the depth
+
+
+def test_online_norm_epoch_and_depth_options():
+    from configs.online_norm import resnet
+
+    assert resnet.SEGMENTS["digits"] == ["digits,online", "digits,batch", "digits,none"]
+    c = resnet.get_config("digits,online,d8,e20")
+    assert c.model.depth == 8 and c.num_epochs == 20
+    assert c.optim.schedule == "multistep(milestones=(10, 15), multiplier=0.1)"
+    assert c.model.norm == "online(preset='cifar10', ecm='ls')"
+    c = resnet.get_config("cifar100,batch,e25")
+    assert c.optim.schedule == "multistep(milestones=(10, 15, 20), multiplier=0.1)"
+    assert resnet.get_config("cifar10,online").optim.schedule == (
+        "multistep(milestones=(100, 150, 200), multiplier=0.1)")
+    with pytest.raises(ValueError, match=r"unknown option 'x7'.*e<epochs>, d<depth>"):
+        resnet.get_config("digits,online,x7")
+
+
+def _dense_mlp_mass(w: int, d: int, tc: int) -> float:
+    """NN-Mass of a dense MLP (REFERENCE.md §4.2): ρ·w·d, ρ = Σ min(tc, (i+1)w) / Σ (i+1)w."""
+    pools = [(i + 1) * w for i in range(d - 2)]
+    return sum(min(tc, p) for p in pools) / sum(pools) * w * d
+
+
+def test_nn_mass_digits_segment_pairs_depths_at_matched_mass():
+    from configs.nn_mass import mlp
+    from gnj import models
+    from gnj.models.nn_mass import nn_mass
+
+    masses = {}
+    for arg in mlp.SEGMENTS["digits_mass"]:
+        c = mlp.get_config(arg)
+        assert c.dataset.name == "digits" and c.batch_size == 64 and c.num_epochs == 20
+        assert c.dataset.mean == (0.0,) and c.optim.name == "adam" and c.optim.lr == 0.001
+        m = c.model
+        masses[(m.depth, m.tc)] = nn_mass(models.build(m, num_classes=10)).mass
+        assert masses[(m.depth, m.tc)] == pytest.approx(_dense_mlp_mass(m.width, m.depth, m.tc))
+    assert sorted(masses) == [(d, tc) for d in (8, 16) for tc in (0, 3, 10, 30)]
+    for tc in (3, 10, 30):  # the two depths differ in size but not much in NN-Mass
+        assert abs(masses[(8, tc)] - masses[(16, tc)]) / masses[(8, tc)] < 0.1
+    assert masses[(8, 0)] == masses[(16, 0)] == 0.0

@@ -140,3 +140,90 @@ def test_slurm_script_refuses_to_start_without_a_coordinator(tmp_path):
     assert proc.stdout.split() == ["-m", "gnj.main", "--multihost",
                                    "--coordinator_address=host0:1234", "--num_processes=1",
                                    "--process_id=0", "--config=x", "--workdir=y"]
+
+
+def test_analyze_mode_runs_on_the_same_workdirs_with_its_own_marker(tmp_path):
+    path = os.path.join("configs", "nn_mass", "mlp.py")
+    train = sweep.plan(path, ["digits,d8,w8,tc3"], 1, 0, str(tmp_path))
+    analyze = sweep.plan(path, ["digits,d8,w8,tc3"], 1, 0, str(tmp_path), mode="analyze")
+    assert analyze[0].workdir == train[0].workdir
+    assert analyze[0].command == (*train[0].command, "--mode=analyze")
+    assert (train[0].marker, analyze[0].marker) == ("DONE", "DONE.analyze")
+    os.makedirs(train[0].workdir)
+    open(os.path.join(train[0].workdir, "DONE"), "w").close()
+    assert sweep.is_done(train[0]) and not sweep.is_done(analyze[0])  # trained, not analysed
+    with pytest.raises(ValueError, match="--mode must be one of train, eval, analyze"):
+        sweep.plan(path, ["digits"], 1, 0, str(tmp_path), mode="predict")
+
+
+def test_multihost_without_a_coordinator_fails_before_writing_anything(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SLURM_") and k != "JAX_COORDINATOR_ADDRESS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    workdir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "gnj.main", "--multihost",
+                           "--config=configs/default.py:runlocal", f"--workdir={workdir}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "multi-host run without a coordinator address" in proc.stderr
+    assert not workdir.exists()
+
+
+# ------------------------------------------------- the report's signal-propagation columns
+
+
+def _write(workdir, records=None, analysis=None):
+    import json
+
+    os.makedirs(workdir, exist_ok=True)
+    if records is not None:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump({"seed": 0}, f)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    if analysis is not None:
+        os.makedirs(os.path.join(workdir, "analysis"))
+        with open(os.path.join(workdir, "analysis", "analysis.json"), "w") as f:
+            json.dump(analysis, f)
+
+
+def test_report_gradient_spread_correlations_and_analysis_columns(tmp_path):
+    from gnj import report
+
+    # grad_l2 = ‖∂L/∂W‖²: norms (1, 2, 8) at the first probe → spread 8; (3, 3, 3) → 1
+    first = {"step": 10, "grad_l2/a/kernel": 1.0, "grad_l2/b/kernel": 4.0,
+             "grad_l2/c/kernel": 64.0}
+    last = {"step": 30, "grad_l2/a/kernel": 9.0, "grad_l2/b/kernel": 9.0,
+            "grad_l2/c/kernel": 9.0, "eval/accuracy": 0.5, "eval/loss": 1.0}
+    _write(str(tmp_path / "gne" / "0"), [first, {"step": 20, "train/loss": 1.0}, last])
+    corr = [{"step": 11, "corr/s1/conv/forward": 0.0, "corr/diversity": -1.0},
+            {"step": 22, "corr/s1/conv/forward": 0.0, "corr/s2/conv/forward": 0.25,
+             "corr/s1/conv/backward": 7.0, "corr/diversity": -2.5, "eval/accuracy": 0.1}]
+    _write(str(tmp_path / "constnet" / "0"), corr)
+    for r, (mass, ldi) in enumerate([(22.1, 0.5), (22.1, 0.7), (22.1, 0.9)]):
+        _write(str(tmp_path / "mass" / str(r)),
+               analysis={"nn_mass": mass, "ldi": {"ldi_mean": ldi, "ldi_std": 0.1}})
+    rows = {r["run"]: r for r in report.report(str(tmp_path), plots=False)}
+    assert rows["gne"]["grad_spread_first"] == pytest.approx(8.0)
+    assert rows["gne"]["grad_spread_last"] == pytest.approx(1.0)
+    assert rows["constnet"]["corr_forward_max"] == 0.25  # the last record's largest −log|ρ|
+    assert rows["constnet"]["diversity"] == -2.5
+    assert rows["mass"]["n"] == 3 and rows["mass"]["steps"] == 0  # analysis-only runs
+    assert rows["mass"]["nn_mass"] == pytest.approx(22.1)
+    assert rows["mass"]["ldi_mean"] == pytest.approx(0.7)  # median over repeats
+    for missing in ("nn_mass", "ldi_mean", "grad_spread_first"):
+        assert rows["constnet"][missing] != rows["constnet"][missing]  # NaN: not logged
+    table = (tmp_path / "report" / "results.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| run"))
+    assert "grad-norm spread, first probe" in header and "LDI (mean σ)" in header
+    gne_line = next(line for line in table.splitlines() if line.startswith("| gne "))
+    assert "| 8 | 1 |" in gne_line and gne_line.count("—") >= 4
+
+
+def test_report_hides_signal_columns_when_no_run_logged_them(tmp_path):
+    from gnj import report
+
+    _write(str(tmp_path / "plain" / "0"), [{"step": 5, "eval/accuracy": 0.9, "eval/loss": 0.3}])
+    table = report.markdown(report.report(str(tmp_path), plots=False))
+    assert "spread" not in table and "NN-Mass" not in table
+    assert table.splitlines()[0].count("|") == 8  # the seven standard columns only

@@ -32,7 +32,17 @@ as −log|ρ|) and ``corr/diversity`` once per epoch (``analysis.correlations_ev
 
 Options: ``runlocal``, ``e<N>`` (epochs), ``lr<x>``, ``noise<s>``, ``cifar100``,
 ``double_forward`` (evaluate each ConstNet stage twice and keep the second, as the reference's
-``NetworkBlock.forward`` [as-written]), ``fixup`` (no ``--batchnorm``: the Fixup path).
+``NetworkBlock.forward`` [as-written]), ``fixup`` (no ``--batchnorm``: the Fixup path),
+``digits`` (ConstNet runs only: the offline CPU stand-in, scikit-learn's 8×8 digits with a
+WRN-10-1 (2 single-conv blocks per stage, 16/32/64 channels), reflect-pad-1 crop, no flip,
+30 epochs unless ``e<N>`` says otherwise, the three ×0.2 drops at the same fractions of the run,
+evaluation and weight correlations every epoch).
+
+The CPU symmetry-breaking reproduction of the README (segment ``digits``: no breaker, the
+noise op at 1e-6 and at 1e-3, dropout alone, and the random He init):
+
+    python -m launch.sweep configs/constnet/wrn.py --segment digits --root runs/repro/constnet
+    python -m gnj.report runs/repro/constnet
 """
 
 from __future__ import annotations
@@ -53,9 +63,17 @@ CONSTNET: dict[str, dict] = {
     "constnet_dropout": dict(droprate=0.01, noise_scale=0.0),
 }
 LEAKYNET = {f"leakynet_{s}": s for s in LEAKYNET_INITS}
-SEGMENTS = {"readme": list(CONSTNET), "leakynet": list(LEAKYNET)}
+SEGMENTS = {
+    "readme": list(CONSTNET),
+    "leakynet": list(LEAKYNET),
+    # the README's CPU reproduction on digits: which symmetry breakers make ConstNet train
+    "digits": ["constnet_deterministic,digits", "constnet,digits", "constnet,digits,noise0.001",
+               "constnet_dropout,digits", "constnet_he,digits"],
+}
 VARIANTS = [*CONSTNET, *LEAKYNET]
-OPTIONS = "runlocal, e<epochs>, lr<x>, noise<scale>, cifar100, double_forward, fixup"
+OPTIONS = ("runlocal, e<epochs>, lr<x>, noise<scale>, cifar100, double_forward, fixup, "
+           "digits (ConstNet runs)")
+DIGITS_TRAIN, DIGITS_EPOCHS = 1437, 30.0
 FAMILY = "configs/constnet/wrn.py"
 
 
@@ -82,7 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         wd_mask=".*", schedule="wrn(drops=(140, 80, 40), factor=0.2)",
                         clip_value=0.0))
     c.batch_size, c.eval_batch_size = 128, 400
-    runlocal = False
+    runlocal, digits, epochs_given = False, False, None
     for opt in options:
         epochs, lr, noise = (common.int_option(opt, "e"), common.float_option(opt, "lr"),
                              common.float_option(opt, "noise"))
@@ -94,8 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             c.model.double_forward = True
         elif opt == "fixup":
             c.model.norm = "none"
+        elif opt == "digits" and variant in CONSTNET:
+            digits = True
         elif epochs is not None:
-            c.num_epochs = float(epochs)
+            epochs_given = float(epochs)
         elif lr is not None:
             c.optim.lr = lr
         elif noise is not None:
@@ -103,9 +123,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         else:
             raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
     common.set_eval_cadence(c, 50_000 // c.batch_size)
+    if digits:
+        _digits(c, epochs_given)
+    elif epochs_given is not None:
+        c.num_epochs = epochs_given
     if runlocal:
         common.runlocal(c)
     # Weight correlations and Diversity once per epoch (= per evaluation), as the reference logs
     # them (correlation.py, REFERENCE.md §3.6).
     c.analysis.correlations_every_steps = c.eval_every_steps
     return c
+
+
+def _digits(c: ml_collections.ConfigDict, epochs: float | None) -> None:
+    """The offline CPU stand-in of a ConstNet run (option ``digits``); see the module doc."""
+    reference_epochs = c.num_epochs
+    c.num_epochs = DIGITS_EPOCHS if epochs is None else epochs
+    c.dataset.name = "digits"
+    c.dataset.mean, c.dataset.std = (), ()
+    c.dataset.augment.update(dict(crop_padding=1, pad_mode="reflect", flip=False))
+    c.model.update(dict(depth=10, widen_factor=1))
+    drops = tuple(max(1, round(d * c.num_epochs / reference_epochs)) for d in (140, 80, 40))
+    c.optim.schedule = f"wrn(drops={drops!r}, factor=0.2)"
+    steps_per_epoch = DIGITS_TRAIN // c.batch_size
+    common.set_eval_cadence(c, steps_per_epoch)
+    c.checkpoint_every_steps = 10 * steps_per_epoch
+    c.eval_batch_size = 360

@@ -18,7 +18,17 @@ std (0.2023, 0.1994, 0.2010), lr ÷10 at the segment's milestones (serial nets: 
 50, 80 when lr = 0.1; ResNet-56: 100, 150). Mixup α = 1 for ``*_mixup`` runs.
 
 Options (after a comma): ``runlocal`` (seconds on a CPU), ``e<N>`` (N epochs), ``full`` (``wn32``
-only: 130 epochs instead of the reference's 4 [as-written]).
+only: 130 epochs instead of the reference's 4 [as-written]), ``digits`` (the offline CPU stand-in:
+scikit-learn's 8×8 digits with the variant's model, init and optimizer unchanged, pad-1 crop and
+no flip, 30 epochs unless ``e<N>`` says otherwise, the milestones at the same fractions of the
+run, evaluation every epoch and the per-layer probes, ``grad_l2/*`` included, every 3 epochs on
+64 training images).
+
+The CPU initialization comparison of the README (segment ``digits_init``: SerialNet-32 without
+norm, ReLU, Kaiming vs orthogonal vs delta-orthogonal, on digits):
+
+    python -m launch.sweep configs/gne/cifar.py --segment digits_init --options digits \
+        --root runs/repro/gne_init && python -m gnj.report runs/repro/gne_init
 """
 
 from __future__ import annotations
@@ -140,9 +150,14 @@ SEGMENTS: dict[str, list[str]] = {
     "densenet": ["dn_orth_seluv2_g2_e3"],
     "densenet_all": list(_densenet_runs()),
     "resnet": list(_resnet_runs()),
+    # the README's CPU comparison (with option ``digits``): init schemes, no norm, ReLU
+    "digits_init": ["km_relu", "orth_relu", "dorth_relu"],
 }
 VARIANTS: list[str] = list(RUNS)
-OPTIONS = "runlocal, e<epochs>, full (wn32 at 130 epochs)"
+OPTIONS = "runlocal, e<epochs>, full (wn32 at 130 epochs), digits"
+#: Size of the offline digits stand-in (``digits`` option): 1,437 training images.
+DIGITS_TRAIN = 1437
+DIGITS_EPOCHS = 30.0
 FAMILY = "configs/gne/cifar.py"
 
 
@@ -174,14 +189,40 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size, c.eval_batch_size = 128, 400
     c.num_epochs = run.get("epochs", 130.0)
     common.set_eval_cadence(c, 50_000 // c.batch_size)
+    epochs_given, digits, runlocal = None, False, False
     for opt in options:
         epochs = common.int_option(opt, "e")
         if opt == "runlocal":
-            common.runlocal(c)
+            runlocal = True
+        elif opt == "digits":
+            digits = True
         elif epochs is not None:
-            c.num_epochs = float(epochs)
+            epochs_given = float(epochs)
         elif opt == "full" and variant == "wn32":
             c.num_epochs = 130.0
         else:
             raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    if digits:
+        _digits(c, milestones, epochs_given)
+    elif epochs_given is not None:
+        c.num_epochs = epochs_given
+    if runlocal:
+        common.runlocal(c)
     return c
+
+
+def _digits(c: ml_collections.ConfigDict, milestones: tuple, epochs: float | None) -> None:
+    """The offline CPU stand-in of a CIFAR run (option ``digits``); see the module docstring."""
+    reference_epochs = c.num_epochs
+    c.num_epochs = DIGITS_EPOCHS if epochs is None else epochs
+    c.dataset.name = "digits"
+    c.dataset.mean, c.dataset.std = (), ()
+    c.dataset.augment.update(dict(crop_padding=1, flip=False))
+    scaled = tuple(max(1, round(m * c.num_epochs / reference_epochs)) for m in milestones)
+    c.optim.schedule = f"multistep(milestones={scaled!r}, multiplier=0.1)"
+    steps_per_epoch = DIGITS_TRAIN // c.batch_size
+    common.set_eval_cadence(c, steps_per_epoch)
+    c.checkpoint_every_steps = 10 * steps_per_epoch
+    c.eval_batch_size = 360
+    c.analysis.probe_every_steps = 3 * steps_per_epoch
+    c.analysis.probe_max_examples = 64

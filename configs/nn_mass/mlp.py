@@ -9,7 +9,17 @@
         # --iter_times 5: a new random topology per repeat (model.topology_seed = repeat)
 
 Variants: ``mnist`` (the script defaults: depth 4, width 8, tc 20), ``readme`` / ``ldi``
-(depth 8, width 8, tc 10), ``linear`` / ``circle`` (the synthetic 2-D sets, ``num_seg`` 2).
+(depth 8, width 8, tc 10), ``linear`` / ``circle`` (the synthetic 2-D sets, ``num_seg`` 2),
+``digits`` (offline stand-in for MNIST: scikit-learn's 8×8 digits, 64-d input, the MNIST recipe
+(batch 64, inputs in [0, 1]), 20 epochs, depth 8, width 8, tc 10).
+
+The CPU reproduction of the README (segment ``digits_mass``: accuracy after training, and LDI at
+initialisation from ``--mode analyze`` on fresh workdirs):
+
+    python -m launch.sweep configs/nn_mass/mlp.py --segment digits_mass --root runs/repro/nn_mass
+    python -m launch.sweep configs/nn_mass/mlp.py --segment digits_mass --mode analyze \
+        --root runs/repro/nn_mass_ldi
+    python -m gnj.report runs/repro/nn_mass && python -m gnj.report runs/repro/nn_mass_ldi
 Options: ``d<depth>``, ``w<width>``, ``tc<tc>``, ``seg<num_seg>``, ``e<epochs>``, ``runlocal``.
 
 Recipe: Adam lr 0.001, 1 epoch, no weight decay; MNIST is only scaled to [0, 1] (ToTensor, no
@@ -32,6 +42,8 @@ RUNS: dict[str, dict] = {
     "ldi": dict(dataset="mnist", depth=8, width=8, tc=10),
     "linear": dict(dataset="nn_mass_linear", depth=4, width=8, tc=20),
     "circle": dict(dataset="nn_mass_circle", depth=4, width=8, tc=20),
+    # offline stand-in for MNIST (scikit-learn's 8×8 digits, the MNIST recipe, 20 epochs)
+    "digits": dict(dataset="digits", depth=8, width=8, tc=10, epochs=20),
 }
 VARIANTS = list(RUNS)
 SEGMENTS = {
@@ -39,6 +51,9 @@ SEGMENTS = {
     "synthetic": ["linear", "circle"],
     # NN-Mass vs accuracy: one width/depth, growing numbers of long-range links
     "tc_sweep": [f"readme,tc{tc}" for tc in (0, 2, 5, 10, 15, 20, 30, 40)],
+    # the README's CPU reproduction: width 8, depths 8 and 16, matched NN-Mass pairs
+    # (tc 0/3/10/30 → NN-Mass 0/6.9/22.1/52.6 at depth 8, 0/6.4/21.0/57.6 at depth 16)
+    "digits_mass": [f"digits,d{d},w8,tc{tc}" for d in (8, 16) for tc in (0, 3, 10, 30)],
 }
 #: Config keys the sweep launcher sets to the repeat index (--iter_times: a new topology each).
 SEED_KEYS = ("seed", "model.topology_seed")
@@ -77,6 +92,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if c.dataset.name == "mnist":
         c.dataset.mean, c.dataset.std = (0.0,), (1.0,)
         c.batch_size, train_size = 64, 60_000
+    elif c.dataset.name == "digits":
+        c.dataset.mean, c.dataset.std = (0.0,), (1.0,)
+        c.batch_size, train_size = 64, 1437
     else:
         c.batch_size, train_size = 100, 12_000
     c.eval_batch_size = 100

@@ -13,6 +13,14 @@ crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128
 511/512 & 15/16), ECM layer scaling; GN with 8 groups; LayerNorm with the per-element affine.
 ``batch_size`` changes apply the reference's rule m′ = m^(B/128), lr′ = lr·(B/128)(1−m′)/(1−m)
 (pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``, which also sets the batch size).
+
+Options after the norm-mode: ``runlocal``, ``b<B>``, ``e<N>`` (N epochs; the milestones keep
+their fractions of the run, 100/150/200 of 250 on CIFAR, 20/30 of 40 on digits), ``d<depth>``
+(ResNet depth 6n+2). The CPU reproduction in the README (segment ``digits``: online, batch and
+no norm on the offline digits, with ``d8,e20``: ResNet-8, 20 epochs, milestones 10 and 15) is
+
+    python -m launch.sweep configs/online_norm/resnet.py --segment digits --options d8,e20 \
+        --repeats 3 --root runs/repro/online_norm && python -m gnj.report runs/repro/online_norm
 """
 
 from __future__ import annotations
@@ -35,7 +43,10 @@ SEGMENTS = {
     "cifar10": [f"cifar10,{m}" for m in README_MODES],
     "cifar100": [f"cifar100,{m}" for m in README_MODES],
     "readme": [f"{d},{m}" for d in ("cifar10", "cifar100") for m in README_MODES],
+    # the offline CPU comparison of the README: Online Normalization vs BatchNorm vs no norm
+    "digits": ["digits,online", "digits,batch", "digits,none"],
 }
+OPTIONS = "runlocal, b<batch>, e<epochs>, d<depth>"
 
 
 def norm_spec(mode: str, dataset: str) -> str:
@@ -49,7 +60,7 @@ def get_config(arg: str | None = None):
     parts = (arg or "cifar10,online").split(",")
     if len(parts) < 2 or parts[0] not in DATASETS or parts[1] not in (*NORM_MODES, "online"):
         raise ValueError(f"configs/online_norm/resnet.py: variant {arg!r}; valid: "
-                         f"{', '.join(VARIANTS)} (optionally ',runlocal' and ',b<batch>')")
+                         f"{', '.join(VARIANTS)} (options after a comma: {OPTIONS})")
     dataset, mode, extra = parts[0], parts[1], parts[2:]
     c = common.new_config()
     c.dataset.name = dataset
@@ -60,9 +71,10 @@ def get_config(arg: str | None = None):
                         schedule="multistep(milestones=(100, 150, 200), multiplier=0.1)"))
     c.batch_size = 128
     c.num_epochs = 250.0
+    milestones = (100, 150, 200)
     if dataset == "digits":  # the offline stand-in: same model and recipe, 8×8 images
         c.num_epochs = 40.0
-        c.optim.schedule = "multistep(milestones=(20, 30), multiplier=0.1)"
+        milestones = (20, 30)
     else:
         c.dataset.augment.update(dict(crop_padding=4, flip=True))
         c.eval_batch_size = 500
@@ -78,6 +90,14 @@ def get_config(arg: str | None = None):
             b = int(e[1:])
             c.batch_size = b
             c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, b, 128)
+        elif e.startswith("e") and e[1:].isdigit():
+            epochs = float(e[1:])
+            milestones = tuple(round(m * epochs / c.num_epochs) for m in milestones)
+            c.num_epochs = epochs
+        elif e.startswith("d") and e[1:].isdigit():
+            c.model.depth = int(e[1:])
         else:
-            raise ValueError(f"configs/online_norm/resnet.py: unknown option {e!r} in {arg!r}")
+            raise ValueError(f"configs/online_norm/resnet.py: unknown option {e!r} in {arg!r}; "
+                             f"valid options: {OPTIONS}")
+    c.optim.schedule = f"multistep(milestones={milestones!r}, multiplier=0.1)"
     return c
