@@ -119,8 +119,9 @@ def natural_key(name: str) -> list[Any]:
 
 def metric_series(records: Sequence[dict[str, Any]], pattern: str
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{metric: (steps, values)}`` for every metric matching ``pattern`` (natural order)."""
-    keys = sorted({k for r in records for k in r if re.search(pattern, k)}, key=natural_key)
+    """``{metric: (steps, values)}`` for every metric matching ``pattern``, in the order the
+    metrics first appear in the records (the probes write them in depth order)."""
+    keys = list(dict.fromkeys(k for r in records for k in r if re.search(pattern, k)))
     out = {}
     for k in keys:
         pts = [(r["step"], r[k]) for r in records if k in r and "step" in r]

@@ -27,7 +27,8 @@ training mode (batch statistics, RNG streams from the state) like the reference 
 record during training iterations; the model state updated by that pass is discarded.
 :func:`build_probe` gives the hook the training loop calls every
 ``config.analysis.probe_every_steps``; its keys are ``probe/<path>/<stat>`` and
-``grad_l2/<param path>``.
+``grad_l2/<param path>``, in forward (depth) order, which ``metrics.jsonl`` keeps and the
+gradient-norm plot (``gnj.analysis.plots``) colours by.
 """
 
 from __future__ import annotations
@@ -108,13 +109,20 @@ class _Namer:
 
 
 def _forward(model: nn.Module, params: Any, state: dict[str, Any], eps: dict | None,
-             x: jax.Array, labels: jax.Array, rngs: dict, train: bool
+             x: jax.Array, labels: jax.Array, rngs: dict, train: bool,
+             calls: list[str] | None = None
              ) -> tuple[jax.Array, dict[str, dict[str, jax.Array]]]:
-    """Loss and the recorded {"conv": {name: y}, "act": {name: a}} of one forward pass."""
+    """Loss and the recorded {"conv": {name: y}, "act": {name: a}} of one forward pass.
+
+    ``calls`` (if given) receives the path of every module call, in call order (at trace time).
+    """
     records: dict[str, dict[str, jax.Array]] = {"conv": {}, "act": {}}
     namer = _Namer()
 
     def intercept(next_fun, args, kwargs, context):
+        if calls is not None and context.method_name == "__call__":
+            scope = context.module.scope
+            calls.append("/".join(str(p) for p in scope.path) if scope is not None else "")
         out = next_fun(*args, **kwargs)
         if context.method_name != "__call__" or not isinstance(out, jax.Array):
             return out
@@ -143,18 +151,22 @@ def stream_rngs(rng: jax.Array) -> dict[str, jax.Array]:
 
 
 def layer_probes(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array,
-                 rngs: dict[str, jax.Array] | None = None, train: bool = True
-                 ) -> dict[str, jax.Array]:
+                 rngs: dict[str, jax.Array] | None = None, train: bool = True,
+                 key_order: list[str] | None = None) -> dict[str, jax.Array]:
     """Every probe scalar (jittable) at Flax ``variables``, inputs ``x`` and integer ``labels``.
 
     Keys: ``probe/<activation>/{act_var,cosine,stable_rank}``, ``probe/<conv>/{std,grad_norm}``,
-    ``grad_l2/<param path>`` and ``probe/loss``.
+    ``grad_l2/<param path>`` and ``probe/loss``, each group in forward (depth) order; the
+    ``grad_l2`` entries by the first call of the module owning the parameter. ``key_order``
+    (if given) receives that key order (a ``jit`` returns dicts with sorted keys).
     """
     variables = dict(variables)
     params = variables.pop("params")
     state = {k: v for k, v in variables.items() if k not in TRANSIENT_COLLECTIONS}
     rngs = {} if rngs is None else rngs
-    fwd = functools.partial(_forward, model, x=x, labels=labels, rngs=rngs, train=train)
+    calls: list[str] = []
+    fwd = functools.partial(_forward, model, x=x, labels=labels, rngs=rngs, train=train,
+                            calls=calls)
     shapes = jax.eval_shape(lambda p: fwd(p, state, None)[1]["conv"], params)
     eps = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
@@ -163,17 +175,30 @@ def layer_probes(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Arr
 
     (loss, records), (g_params, g_eps) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(params, eps)
+    first_call: dict[str, int] = {}
+    for i, path in enumerate(calls):
+        first_call.setdefault(path, i)
+
+    def depth(name: str) -> tuple[int, int]:  # "path" or "path#k" (k-th extra call)
+        path, _, k = name.partition("#")
+        return first_call.get(path, len(calls)), int(k or 0)
+
     out: dict[str, jax.Array] = {"probe/loss": loss}
-    for name, a in records["act"].items():
-        for stat, v in activation_stats(a).items():
+    for name in sorted(records["act"], key=depth):  # the aux dicts come back key-sorted
+        for stat, v in activation_stats(records["act"][name]).items():
             out[f"probe/{name}/{stat}"] = v
-    for name, y in records["conv"].items():
-        out[f"probe/{name}/std"] = conv_std(y)
+    for name in sorted(records["conv"], key=depth):
+        out[f"probe/{name}/std"] = conv_std(records["conv"][name])
         out[f"probe/{name}/grad_norm"] = jnp.linalg.norm(jnp.reshape(g_eps[name], (-1,)))
+    grads = []
     for path, g in jax.tree_util.tree_flatten_with_path(g_params)[0]:
         if g.ndim >= 2:
-            key = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-            out[f"grad_l2/{key}"] = jnp.sum(jnp.square(g))
+            parts = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+            grads.append((first_call.get("/".join(parts[:-1]), len(calls)), "/".join(parts), g))
+    for _, key, g in sorted(grads, key=lambda t: t[0]):  # stable: ties keep tree order
+        out[f"grad_l2/{key}"] = jnp.sum(jnp.square(g))
+    if key_order is not None:
+        key_order[:] = list(out)
     return out
 
 
@@ -196,6 +221,7 @@ def build_probe(config: Any, model: nn.Module,
     analysis = config.get("analysis", {}) or {}
     cap = int(analysis.get("probe_max_examples", 0))
     prep = (lambda x: preprocess(x, None)) if preprocess is not None else _default_preprocess
+    order: list[str] = []  # filled when ``run`` is traced: keys in depth order
 
     @jax.jit
     def run(params, model_state, rng, step, image, label):
@@ -204,11 +230,13 @@ def build_probe(config: Any, model: nn.Module,
             x, label = x[:cap], label[:cap]
         variables = {"params": params, **model_state}
         return layer_probes(model, variables, x, label,
-                            stream_rngs(jax.random.fold_in(rng, step)), train=True)
+                            stream_rngs(jax.random.fold_in(rng, step)), train=True,
+                            key_order=order)
 
     def probe(state: Any, batch: dict[str, Any]) -> dict[str, float]:
-        out = run(state.params, state.model_state, state.rng, state.step, batch["image"],
-                  batch["label"])
-        return {k: float(v) for k, v in jax.device_get(out).items()}
+        out = jax.device_get(run(state.params, state.model_state, state.rng, state.step,
+                                 batch["image"], batch["label"]))
+        keys = order if set(order) == set(out) else sorted(out)
+        return {k: float(out[k]) for k in keys}
 
     return probe

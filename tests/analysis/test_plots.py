@@ -31,8 +31,8 @@ def _write_jsonl(path, records):
 
 
 def _grad_records():
-    keys_w = ["grad_l2/stage1_block10/conv/kernel", "grad_l2/stage1_block2/conv/kernel",
-              "grad_l2/stem/kernel"]
+    keys_w = ["grad_l2/stem/kernel", "grad_l2/stage1_block2/conv/kernel",  # depth order
+              "grad_l2/stage1_block10/conv/kernel", "grad_l2/head/kernel"]
     recs = []
     for s in (10, 20, 30):
         r = {"step": s, "train/loss": 2.0 / s, "train/grad_norm": 5.0}
@@ -50,10 +50,9 @@ def test_grad_norm_plot_shows_exactly_the_logged_values(tmp_path, figures):
     assert (tmp_path / "g.png").read_bytes()[:8] == PNG and out == str(tmp_path / "g.png")
     (fig, _), = figures
     weights, convs = fig.axes
-    # Natural (depth) order: block2 before block10; train/grad_norm (global) is not a layer.
-    order = [keys_w[1], keys_w[0], keys_w[2]]
-    assert [ln.get_label() for ln in weights.lines] == order
-    for line, key in zip(weights.lines, order):
+    # The file's (depth) order; train/grad_norm (global) is not a layer.
+    assert [ln.get_label() for ln in weights.lines] == keys_w
+    for line, key in zip(weights.lines, keys_w):
         np.testing.assert_array_equal(line.get_xydata(),
                                       [[r["step"], r[key]] for r in recs])
     (line,) = convs.lines

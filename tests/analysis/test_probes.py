@@ -97,6 +97,13 @@ def test_probe_hook_on_a_batchnorm_resnet_in_training_mode():
     acts = {k.rsplit("/", 1)[0] for k in out if k.endswith("/stable_rank")}
     assert len(acts) == 7  # stem act + 2 per block
     assert all(isinstance(val, float) and np.isfinite(val) for val in out.values())
+    # Keys come in forward (depth) order, not the sorted order a jit returns.
+    grad_l2 = [k for k in out if k.startswith("grad_l2/")]
+    assert grad_l2 == ["grad_l2/stem/kernel"] + [
+        f"grad_l2/stage{s}_block0/conv{c}/kernel" for s in (1, 2, 3) for c in (1, 2)] + [
+        "grad_l2/head/kernel"]
+    assert [k for k in out if k.endswith("/grad_norm")] == ["probe/stem/grad_norm"] + [
+        f"probe/stage{s}_block0/conv{c}/grad_norm" for s in (1, 2, 3) for c in (1, 2)]
     # Training mode: the first BatchNorm normalises with batch statistics, so the activation
     # after it has per-channel variance of a rectified unit normal ((π−1)/(2π)), not the
     # variance an eval-mode pass with the initial running stats (mean 0, var 1) would give.
