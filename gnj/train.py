@@ -211,6 +211,13 @@ def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
 # ----------------------------------------------------------------------------- the loop
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def _accumulate(acc: dict[str, jax.Array], metrics: dict[str, jax.Array]
+                ) -> dict[str, jax.Array]:
+    """Running sums of the step metrics on device: one dispatch per step, no host sync."""
+    return jax.tree.map(jnp.add, acc, metrics)
+
+
 @dataclasses.dataclass
 class Experiment:
     """Everything a run builds from its config, before the first step."""
@@ -289,11 +296,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             yield sharding.global_batch(local, mesh)
 
     log_every, eval_every = config.log_every_steps, config.eval_every_steps
+    save_every = max(int(config.checkpoint_every_steps), 1)
     acc, n_acc, final, probed = None, 0, {}, {}
     with _Preemption() as preempt:
         for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
             state, m = train_step(state, batch)
-            acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
+            acc = m if acc is None else _accumulate(acc, m)
             n_acc += 1
             done = s + 1
             for every, hook in hooks:  # probe values join the next logged record
@@ -308,7 +316,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     final = record
                 writer.write(done, record)
                 acc, n_acc = None, 0
-            checkpoint.save(mngr, done, state, force=done == steps or preempt.requested)
+            if done % save_every == 0 or done == steps or preempt.requested:
+                checkpoint.save(mngr, done, state, force=done == steps or preempt.requested)
             if preempt.requested:
                 print(f"SIGTERM: checkpoint saved at step {done}; exiting", flush=True)
                 break
