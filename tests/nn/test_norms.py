@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 import gnj.nn  # noqa: F401  (registers the layers)
-from gnj.nn.norms import EvoNormS0, GhostBatchNorm, GroupNorm, needs_batch_stats, p_grouping
+from gnj.nn.norms import (
+    EvoNormS0,
+    GhostBatchNorm,
+    GroupNorm,
+    batch_norm_train,
+    channel_sum,
+    needs_batch_stats,
+    p_grouping,
+)
 from gnj.registry import NORMS
 
 RTOL = 1e-10
@@ -523,3 +531,61 @@ def test_ghost_size_is_only_required_to_divide_the_training_batch():
     variables = module.init(jax.random.key(0), jnp.ones((3, 2, 2, 2)), train=False)  # eval: ok
     with pytest.raises(ValueError, match="ghost batch size 4 does not divide the batch of 3"):
         module.apply(variables, jnp.ones((3, 2, 2, 2)), train=True, mutable=["batch_stats"])
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm's closed-form custom VJP and its channel sums
+
+
+@pytest.mark.parametrize("m,c", [(1, 3), (7, 5), (96, 16), (4099, 2), (12, 1000)])
+def test_channel_sum_equals_the_plain_sum(m, c):
+    """The wide ones·A view (k = the largest divisor of M with k·C ≤ 8192) sums the same."""
+    a = np.random.default_rng(m * c).normal(size=(m, c))
+    np.testing.assert_allclose(channel_sum(jnp.asarray(a)), a.sum(0), rtol=1e-12, atol=1e-12)
+
+
+def _plain_bn(x, gamma, beta, eps=EPS):
+    mean = jnp.mean(x, 0)
+    var = jnp.mean(jnp.square(x - mean), 0)
+    return (x - mean) / jnp.sqrt(var + eps) * gamma + beta
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 2, 4), (128, 4, 4, 16)])
+def test_batch_norm_custom_vjp_equals_autodiff_of_the_plain_formula(shape):
+    """∂L/∂x, ∂L/∂γ, ∂L/∂β of the closed-form VJP against jax.grad of the textbook formula."""
+    rng = np.random.default_rng(3)
+    c = shape[-1]
+    x = jnp.asarray(rng.normal(0.7, 2.0, shape).reshape(-1, c))
+    gamma, beta = jnp.asarray(rng.uniform(0.5, 1.5, c)), jnp.asarray(rng.normal(size=c))
+    cot = jnp.asarray(rng.normal(size=x.shape))
+
+    def loss(f):
+        return lambda x, g, b: jnp.sum(f(x, g, b) * cot)
+
+    got = jax.grad(loss(lambda x, g, b: batch_norm_train(x, g, b, EPS)[0]), (0, 1, 2))(
+        x, gamma, beta)
+    want = jax.grad(loss(_plain_bn), (0, 1, 2))(x, gamma, beta)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+    y, mean, var = batch_norm_train(x, gamma, beta, EPS)
+    assert_close(y, _plain_bn(x, gamma, beta))
+    assert_close(mean, x.mean(0))
+    assert_close(var, x.var(0))
+
+
+def test_batch_norm_module_gradient_without_affine_and_under_vmap():
+    """use_scale/use_bias off: the input gradient is the plain formula's; vmap over the VJP."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(3, 8, 2, 2, 5)))
+    cot = jnp.asarray(rng.normal(size=x.shape))
+    module = NORMS.lookup("batch")(use_scale=False, use_bias=False, param_dtype=jnp.float64)
+    variables = module.init(jax.random.key(0), x[0], train=False)
+
+    def f(xi, ci):
+        return jnp.sum(module.apply(variables, xi, train=True, mutable=["batch_stats"])[0] * ci)
+
+    got = jax.vmap(jax.grad(f))(x, cot)
+    ones, zeros = jnp.ones(5), jnp.zeros(5)
+    want = jax.vmap(jax.grad(lambda xi, ci: jnp.sum(
+        _plain_bn(xi.reshape(-1, 5), ones, zeros).reshape(xi.shape) * ci)))(x, cot)
+    assert_close(got, want)
