@@ -16,11 +16,12 @@ other workdir is its own group. Per group:
   (``config.analysis.probe_every_steps``): max/min over layers of ‖∂L/∂W‖ at the first and at
   the last probe (1 = gradient norm equality; every kernel with ≥ 2 axes counts, stem and
   classifier included); **weight correlations** from ``corr/<layer>/forward`` = −log|ρ| (ConstNet,
-  ``gnj.analysis.correlations``): the largest −log|ρ_forward| over layers at the last record
-  (0 = every layer's filters identical, so every channel of a feature map is the same) and
-  ``corr/diversity``; **NN-Mass and LDI** from ``<workdir>/analysis/analysis.json``
-  (``--mode=analyze``, e.g. ``launch.sweep --mode analyze``): ``nn_mass``, ``ldi_mean``. A
-  workdir with only ``analysis/analysis.json`` (analysis of an initialisation) is a run too.
+  ``gnj.analysis.correlations``): the smallest and the largest −log|ρ_forward| over layers at
+  the last record (0 = that layer's filters are identical, so every channel of its output is the
+  same; both 0 = the whole net is still symmetric) and ``corr/diversity``; **NN-Mass and LDI**
+  from ``<workdir>/analysis/analysis.json`` (``--mode=analyze``, e.g. ``launch.sweep --mode
+  analyze``): ``nn_mass``, ``ldi_mean``. A workdir with only ``analysis/analysis.json``
+  (analysis of an initialisation) is a run too.
 
 Writes ``report/results.md`` and ``report/results.csv`` (one row per group) and PNG curves
 ``report/curves.png`` (median eval accuracy and train loss against step, one line per group, the
@@ -65,16 +66,16 @@ class RunResult:
             return math.nan, math.nan
         return tuple(grad_norm_spread(r) for r in fl)
 
-    def correlation(self) -> tuple[float, float]:
-        """(max over layers of −log|ρ_forward|, diversity) at the last ``corr/`` record."""
+    def correlation(self) -> tuple[float, float, float]:
+        """(min, max over layers of −log|ρ_forward|, diversity) at the last ``corr/`` record."""
         fl = self._first_last(CORR)
         if fl is None:
-            return math.nan, math.nan
+            return math.nan, math.nan, math.nan
         last = fl[1]
         fwd = [v for k, v in last.items()
                if k.startswith(CORR) and k.endswith("/forward") and _finite(v)]
         div = last.get(CORR_DIVERSITY, math.nan)
-        return (max(fwd) if fwd else math.nan,
+        return (min(fwd) if fwd else math.nan, max(fwd) if fwd else math.nan,
                 float(div) if isinstance(div, (int, float)) else math.nan)
 
     def analysis_value(self, key: str) -> float:
@@ -118,12 +119,13 @@ class Group:
         best = np.array([r.best for r in self.runs])
         final = np.array([r.final for r in self.runs])
         spreads = np.array([r.grad_spread() for r in self.runs], float).reshape(-1, 2)
-        corr = np.array([r.correlation() for r in self.runs], float).reshape(-1, 2)
+        corr = np.array([r.correlation() for r in self.runs], float).reshape(-1, 3)
         extra = {
             "grad_spread_first": _nanmedian(spreads[:, 0]),
             "grad_spread_last": _nanmedian(spreads[:, 1]),
-            "corr_forward_max": _nanmedian(corr[:, 0]),
-            "diversity": _nanmedian(corr[:, 1]),
+            "corr_forward_min": _nanmedian(corr[:, 0]),
+            "corr_forward_max": _nanmedian(corr[:, 1]),
+            "diversity": _nanmedian(corr[:, 2]),
             "nn_mass": _nanmedian(np.array([r.analysis_value("nn_mass") for r in self.runs])),
             "ldi_mean": _nanmedian(np.array([r.analysis_value("ldi_mean") for r in self.runs])),
         }
@@ -248,6 +250,7 @@ def _pct(v: float) -> str:
 EXTRA_COLUMNS = (
     ("grad_spread_first", "grad-norm spread, first probe (max/min)", "{:.3g}"),
     ("grad_spread_last", "grad-norm spread, last probe", "{:.3g}"),
+    ("corr_forward_min", "min −log|ρ_fwd| over layers", "{:.3g}"),
     ("corr_forward_max", "max −log|ρ_fwd|", "{:.3g}"),
     ("diversity", "diversity", "{:.3g}"),
     ("nn_mass", "NN-Mass", "{:.1f}"),

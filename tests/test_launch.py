@@ -206,7 +206,9 @@ def test_report_gradient_spread_correlations_and_analysis_columns(tmp_path):
     rows = {r["run"]: r for r in report.report(str(tmp_path), plots=False)}
     assert rows["gne"]["grad_spread_first"] == pytest.approx(8.0)
     assert rows["gne"]["grad_spread_last"] == pytest.approx(1.0)
-    assert rows["constnet"]["corr_forward_max"] == 0.25  # the last record's largest −log|ρ|
+    # the last record's smallest and largest −log|ρ_forward| (s1 still symmetric: 0)
+    assert (rows["constnet"]["corr_forward_min"], rows["constnet"]["corr_forward_max"]) == (
+        0.0, 0.25)
     assert rows["constnet"]["diversity"] == -2.5
     assert rows["mass"]["n"] == 3 and rows["mass"]["steps"] == 0  # analysis-only runs
     assert rows["mass"]["nn_mass"] == pytest.approx(22.1)
