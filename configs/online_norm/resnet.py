@@ -14,6 +14,19 @@ crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128
 ``batch_size`` changes apply the reference's rule m′ = m^(B/128), lr′ = lr·(B/128)(1−m′)/(1−m)
 (pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``, which also sets the batch size).
 
+Published (REFERENCE.md §5.7, best epoch of the median curve over 5 runs, ResNet-20, 250
+epochs; what ``gnj.report`` prints as "median-curve best %"), from
+``launch.sweep configs/online_norm/resnet.py --segment cifar10|cifar100 --repeats 5``:
+
+=========== ================= ================= ====== ====== ======
+dataset     online            batch             layer  inst.  group
+=========== ================= ================= ====== ====== ======
+CIFAR-10    92.3 (91.8–92.3)  92.2 (91.9–92.5)  87.4   90.4   90.3
+CIFAR-100   68.6 (67.6–69.4)  68.6 (68.1–69.2)  59.2   63.1   63.3
+=========== ================= ================= ====== ====== ======
+
+(best-epoch validation loss, online / batch: CIFAR-10 0.26 / 0.26, CIFAR-100 1.12 / 1.14).
+
 Options after the norm-mode: ``runlocal``, ``b<B>``, ``e<N>`` (N epochs; the milestones keep
 their fractions of the run, 100/150/200 of 250 on CIFAR, 20/30 of 40 on digits), ``d<depth>``
 (ResNet depth 6n+2). The CPU reproduction in the README (segment ``digits``: online, batch and
