@@ -37,24 +37,28 @@ these (N, C) recurrences couple the samples, and each is a parallel prefix over 
 values are those of the per-sample algorithm up to float rounding (tests: 1e-10 in float64
 against a per-sample NumPy loop).
 
-Measured forward + backward of the core (``jit(value_and_grad)``, float32, αf = 0.999,
-αb = 0.99), minimum over interleaved repeats, ms (docs/online_norm.md has the script, the command
-and a second run)::
+**Passes over the data.** The heavy arrays are (N, D, C) (3-d: a leading stream axis of size 1
+made XLA:CPU's YNNPACK fuse the product-reductions into a kernel that took 65 ms for one
+mean_D(g·y) at (128, 1024, 16)). Forward: mean_D(x), then mean_D((x − μ_x)²) (two-pass, as the
+reference), then y. Backward: mean_D(g) and mean_D(g·y), then ∂L/∂x = (g − (1−αb)·v_{t−1}·y)/s −
+(1−αb)·u_{t−1} in one elementwise pass. mean_D(y) = d/s, mean_D(y²) = (σ²_x + d²)/s² (d = μ_x −
+μ_{t−1}) and mean_D(ĝ) = (mean_D(g) − (1−αb)·v_{t−1}·mean_D(y))/s are identities of the (N, C)
+values, so y and ĝ are never reduced: 5 passes (XLA defaults, which fuse a product into its
+reduction) or 7 (``--xla_cpu_experimental_ynn_fusion_type=``, gnj's default, which do not).
 
-    (N, H, W, C)       device         doubling  assoc_scan  scan(stats)  scan(samples)
-    (128, 32, 32, 16)  CPU, 16 cores      3.88       4.08        4.29          9.73
-    (32, 56, 56, 256)  CPU, 16 cores     46.1       48.7        57.0          80.9
-    (128, 32, 32, 16)  CPU, 2 cores       5.00       4.66        5.14          7.02
-    (32, 56, 56, 256)  CPU, 2 cores     121.6      119.9       115.9         129.3
-    (128, 32, 32, 16)  H100               0.197      0.222       8.51          3.03
-    (32, 56, 56, 256)  H100               0.583      0.586       2.01          1.74
+Measured, layer forward + backward as ``make bench`` runs it (``jit(grad)``, float32, ecm none,
+no affine), 2 shared cores (load 4–7), min (median) over interleaved repeats, ms; "before" is
+the previous (G, n, D, C) form with reductions of y², g·y and ĝ (docs/online_norm.md, "Speed")::
 
-``assoc_scan`` is ``jax.lax.associative_scan`` with the same combine, ``scan(stats)`` this
-algorithm with sequential ``lax.scan`` over the (N, C) reductions, ``scan(samples)`` the
-reference kernel's ``lax.scan`` over whole samples. The two parallel prefixes tie at runtime
-(±15 % run to run, docs/online_norm.md); the doubling form is kept because it compiles 1.5–8×
-faster (H100: 0.38 s against 2.93 s at N = 128; CPU, 2 cores: 0.73 s against 1.74 s), which every
-model with many Online Norm layers pays at each compile.
+    (N, H, W, C)       XLA flags          before          now            gnj BatchNorm (now)
+    (128, 32, 32, 16)  defaults           61.5 (176)      7.23 (22.7)    4.48 (12.6)
+    (32, 56, 56, 256)  defaults           1474 (1696)     229 (283)      210 (273)
+    (128, 32, 32, 16)  ynn fusions off    9.00 (12.6)     9.62 (12.7)    5.62 (8.29)
+    (32, 56, 56, 256)  ynn fusions off    295 (402)       327 (431)      175 (214)
+
+Each stream recurrence costs ⌈log₂ N⌉ small (N, C) ops; all four together take 0.15–0.2 ms
+(measured with D = 1). The doubling form of :func:`linear_recurrence` ties
+``jax.lax.associative_scan`` at runtime and compiles 1.5–8× faster (docs/online_norm.md).
 
 **Backward streams as state, functionally.** u and v are produced by the backward pass, which
 autodiff cannot return as state. The normalisation core (:func:`online_norm_core`) is a
