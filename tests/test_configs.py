@@ -332,6 +332,7 @@ def test_constnet_digits_option_and_segment():
         "constnet_deterministic,digits": (0.0, 0.0, False),  # nothing breaks the symmetry
         "constnet,digits": (wrn.CUDNN_NOISE, 0.0, False),
         "constnet,digits,noise0.001": (1e-3, 0.0, False),
+        "constnet,digits,noise0.01": (1e-2, 0.0, False),
         "constnet_dropout,digits": (0.0, 0.01, False),
         "constnet_he,digits": (wrn.CUDNN_NOISE, 0.0, True),
     }

@@ -39,7 +39,7 @@ WRN-10-1 (2 single-conv blocks per stage, 16/32/64 channels), reflect-pad-1 crop
 evaluation and weight correlations every epoch).
 
 The CPU symmetry-breaking reproduction of the README (segment ``digits``: no breaker, the
-noise op at 1e-6 and at 1e-3, dropout alone, and the random He init):
+noise op at 1e-6, 1e-3 and 1e-2, dropout alone, and the random He init):
 
     python -m launch.sweep configs/constnet/wrn.py --segment digits --root runs/repro/constnet
     python -m gnj.report runs/repro/constnet
@@ -68,7 +68,7 @@ SEGMENTS = {
     "leakynet": list(LEAKYNET),
     # the README's CPU reproduction on digits: which symmetry breakers make ConstNet train
     "digits": ["constnet_deterministic,digits", "constnet,digits", "constnet,digits,noise0.001",
-               "constnet_dropout,digits", "constnet_he,digits"],
+               "constnet,digits,noise0.01", "constnet_dropout,digits", "constnet_he,digits"],
 }
 VARIANTS = [*CONSTNET, *LEAKYNET]
 OPTIONS = ("runlocal, e<epochs>, lr<x>, noise<scale>, cifar100, double_forward, fixup, "
