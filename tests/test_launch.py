@@ -229,3 +229,12 @@ def test_report_hides_signal_columns_when_no_run_logged_them(tmp_path):
     table = report.markdown(report.report(str(tmp_path), plots=False))
     assert "spread" not in table and "NN-Mass" not in table
     assert table.splitlines()[0].count("|") == 8  # the seven standard columns only
+
+
+def test_a_colliding_sweep_is_refused_before_any_workdir_exists(tmp_path):
+    root = tmp_path / "sweep"
+    with pytest.raises(ValueError, match="would both write into"):
+        sweep.main([GNE, "--variants", "km_relu,digits", "km_relu,digits", "--root", str(root)])
+    with pytest.raises(ValueError, match="no variant 'km_rleu'; valid: bn_relu"):
+        sweep.main([GNE, "--variants", "km_relu", "km_rleu", "--root", str(root)])
+    assert not root.exists()
