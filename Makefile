@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 PYTEST_ARGS ?=
+# jemalloc preloaded when installed (gnj/perf.py allocator_env; GNJ_ALLOCATOR=system to opt out)
+ALLOC := env $$($(PY) -m gnj.perf allocator-env)
 
 .PHONY: run test test-all bench lint clean
 
@@ -19,7 +21,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 ## Install, then train the default config (digits, offline, < 3 min on 2 CPU cores).
 run: $(VENV)/.installed
-	$(PY) -m gnj.main --config=configs/default.py --workdir=$(WORKDIR)
+	$(ALLOC) $(PY) -m gnj.main --config=configs/default.py --workdir=$(WORKDIR)
 
 ## Install with test extras, then run the test suite (slow tests excluded; see test-all).
 test: $(VENV)/.installed
@@ -31,7 +33,7 @@ test-all: $(VENV)/.installed
 
 ## Benchmarks against PyTorch (CPU build); prints a table and writes bench.json.
 bench: $(VENV)/.installed-bench
-	$(PY) -m bench.run
+	$(ALLOC) $(PY) -m bench.run
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gnj configs launch tests bench

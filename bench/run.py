@@ -7,7 +7,8 @@ cfg_10, NN-Mass dense MLP, each vs the same model written in PyTorch, with first
 times), ``ops`` (per-op breakdown of the ResNet-20 step), ``norms`` (forward+backward of every
 registered norm relative to gnj BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
 PyTorch loop), ``ldi``, ``gne``, ``harness`` (full training loop vs the bare step) and
-``xla_flags`` (the ResNet-20 step with and without gnj's XLA defaults, in subprocesses).
+``xla_flags`` (the ResNet-20 step with and without gnj's XLA defaults, in subprocesses) and
+``allocator`` (the same step with jemalloc preloaded and with glibc's malloc, in subprocesses).
 
 For each row gnj and its peer run alternately, ``--repeats`` times after warm-up; the table
 shows medians and ``ratio`` = peer time / gnj time = gnj throughput / peer throughput (> 1: gnj
@@ -368,8 +369,31 @@ def case_xla_flags(table: Table, args) -> None:
                   note=" ".join(f"--{k}={v}" for k, v in perf.XLA_FLAG_DEFAULTS.items())))
 
 
+def case_allocator(table: Table, args) -> None:
+    """ResNet-20 step in fresh processes with jemalloc preloaded and with the C library's."""
+    from gnj import perf
+
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    extra = perf.allocator_env(base)
+    if not extra:
+        table.skip("allocator", "no jemalloc installed (apt-get install libjemalloc2)")
+        return
+    res: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(2 if args.quick else 3):
+        for mode in ("on", "off"):
+            env = dict(base, **extra) if mode == "on" else dict(base, GNJ_ALLOCATOR="system")
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeats)], env=env,
+                                 capture_output=True, text=True, check=True)
+            res[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["median"])
+    on, off = statistics.median(res["on"]), statistics.median(res["off"])
+    table.add(Row("allocator: resnet20 step, jemalloc", on * 1e3, "glibc malloc", off * 1e3,
+                  items=128, samples_gnj=res["on"], samples_peer=res["off"],
+                  note=f"LD_PRELOAD={extra['LD_PRELOAD']} MALLOC_CONF={extra['MALLOC_CONF']}"))
+
+
 CASES = {"train": case_train, "ops": None, "norms": case_norms, "online_norm": case_online_norm,
-         "ldi": case_ldi, "gne": case_gne, "harness": case_harness, "xla_flags": case_xla_flags}
+         "ldi": case_ldi, "gne": case_gne, "harness": case_harness, "xla_flags": case_xla_flags,
+         "allocator": case_allocator}
 
 
 def main(argv: list[str] | None = None) -> None:

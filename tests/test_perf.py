@@ -122,3 +122,20 @@ def test_loss_curve_is_unchanged_by_the_xla_defaults(monkeypatch, tfds_dir):
     assert curves["1"].shape == (10, 2)
     np.testing.assert_allclose(curves["1"][:5], curves["0"][:5], rtol=1e-5)
     np.testing.assert_allclose(curves["1"], curves["0"], rtol=2e-3)
+
+
+def test_allocator_env_preloads_the_first_jemalloc_found(tmp_path):
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    paths = (str(tmp_path / "missing.so"), str(lib))
+    env = perf.allocator_env({}, paths)
+    assert env == {"LD_PRELOAD": str(lib), "MALLOC_CONF": perf.JEMALLOC_CONF}
+    assert perf.allocator_env({"MALLOC_CONF": "narenas:2"}, paths)["MALLOC_CONF"] == "narenas:2"
+
+
+def test_allocator_env_is_empty_when_opted_out_preloaded_or_missing(tmp_path):
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    assert perf.allocator_env({perf.ALLOCATOR_ENV: "system"}, (str(lib),)) == {}
+    assert perf.allocator_env({"LD_PRELOAD": "/x/libtcmalloc.so"}, (str(lib),)) == {}
+    assert perf.allocator_env({}, (str(tmp_path / "missing.so"),)) == {}
