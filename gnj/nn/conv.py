@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gnj.registry import CONVS
 
@@ -40,9 +41,79 @@ def torch_padding(kernel_size: int, padding: int | None = None) -> tuple[tuple[i
     return ((p, p), (p, p))
 
 
+def _is_nhwc(dimension_numbers: Any, n: int) -> bool:
+    """Whether ``dimension_numbers`` are channels-last input/output and (*spatial, I, O) kernel."""
+    if dimension_numbers is None:
+        return False
+    dn = jax.lax.conv_dimension_numbers((1,) * (n + 2), (1,) * (n + 2), dimension_numbers)
+    return (tuple(dn.lhs_spec) == (0, n + 1, *range(1, n + 1))
+            and tuple(dn.rhs_spec) == (n + 1, n, *range(n))
+            and tuple(dn.out_spec) == (0, n + 1, *range(1, n + 1)))
+
+
+def patch_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+               padding: Sequence[tuple[int, int]], precision: Any = None) -> jax.Array:
+    """Channels-last convolution as one matmul over explicit patches (im2col).
+
+    y[n, o…, j] = Σ_{t, i} xpad[n, s·o + t, i] · W[t, i, j] over the kernel taps t: the taps'
+    strided slices of the padded input are concatenated along channels (tap-major, like the
+    kernel's (*spatial, I) flattening) and multiplied by W reshaped to (taps·I, O).
+    """
+    n = kernel.ndim - 2
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out = [(xp.shape[1 + d] - kernel.shape[d]) // strides[d] + 1 for d in range(n)]
+    taps = []
+    for tap in np.ndindex(*kernel.shape[:n]):
+        index = tuple(slice(t, t + strides[d] * (out[d] - 1) + 1, strides[d])
+                      for d, t in enumerate(tap))
+        taps.append(xp[(slice(None), *index, slice(None))])
+    cols = jnp.concatenate(taps, axis=-1)
+    w = jnp.reshape(kernel, (-1, kernel.shape[-1]))
+    return jax.lax.dot_general(cols, w, (((cols.ndim - 1,), (0,)), ((), ())),
+                               precision=precision)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]],
+                         lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers: Any = None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision: Any = None,
+                         preferred_element_type: Any = None) -> jax.Array:
+    """``jax.lax.conv_general_dilated``; maps smaller than the kernel go to :func:`patch_conv`.
+
+    XLA:CPU's convolution has a pathological case: when an input spatial size is smaller than
+    the kernel's (a 3×3 conv on the 2×2 maps at the end of VGG cfg_10, a 7×7 on 5×5), it ran
+    at ~2 GFLOP/s here (128×2×2×512 → 512: 1.2 s forward, ~1.1 s input gradient; the im2col
+    matmul takes 14 ms and 18 ms; docs/performance.md). Only that case is rerouted (undilated,
+    ungrouped, channels-last); everything else, and every other backend's result up to float
+    rounding, is ``lax.conv_general_dilated``. Autodiff goes through the pads, slices and the
+    dot, whose gradients are plain XLA ops.
+    """
+    n = rhs.ndim - 2
+    ones = (1,) * n
+    small = (_is_nhwc(dimension_numbers, n)
+             and any(lhs.shape[1 + d] < rhs.shape[d] for d in range(n))
+             and tuple(lhs_dilation or ones) == ones and tuple(rhs_dilation or ones) == ones
+             and feature_group_count == 1 and batch_group_count == 1
+             and preferred_element_type is None)
+    if small:
+        pads = (jax.lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:n], window_strides, padding)
+                if isinstance(padding, str) else [tuple(p) for p in padding])
+        return patch_conv(lhs, rhs, tuple(window_strides), pads, precision)
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+
+
 @CONVS.register("plain", "naive", "conv")
 class Conv(nn.Conv):
-    """``flax.linen.Conv`` unchanged: the plain convolution."""
+    """``flax.linen.Conv``, through :func:`conv_general_dilated` (same math; the pathological
+    small-map case of XLA:CPU's convolution rerouted to an im2col matmul)."""
+
+    conv_general_dilated: Callable | None = conv_general_dilated
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,7 +202,7 @@ class ReparamConv(nn.Module):
                 lhs_spec=(0, n + 1, *range(1, n + 1)),
                 rhs_spec=(n + 1, n, *range(n)),
                 out_spec=(0, n + 1, *range(1, n + 1)))
-            y = jax.lax.conv_general_dilated(
+            y = conv_general_dilated(
                 x, kernel, window_strides=_tuple(self.strides, n), padding=self._padding(n),
                 lhs_dilation=_tuple(self.input_dilation, n),
                 rhs_dilation=_tuple(self.kernel_dilation, n), dimension_numbers=dn,

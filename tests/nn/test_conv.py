@@ -314,3 +314,45 @@ class _Named(nn.Module):
 def test_bad_input_raises_at_init(spec, kw, shape, pattern):
     with pytest.raises(ValueError, match=pattern):
         _Named(spec, tuple(kw.items())).init(jax.random.key(0), jnp.ones(shape))
+
+
+# ----------------------------------------------------------------- the small-map reroute
+
+
+@pytest.mark.parametrize("hw,k,stride,pad", [((2, 2), 3, 1, 1), ((5, 4), 7, 2, 3),
+                                             ((1, 3), 3, 1, 1), ((2, 2), 3, 2, 1)])
+def test_small_map_conv_equals_lax_conv_and_its_gradients_float64(hw, k, stride, pad):
+    """Maps smaller than the kernel go through the im2col matmul: same values and gradients."""
+    from gnj.nn.conv import conv_general_dilated
+
+    dn = ("NHWC", "HWIO", "NHWC")
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(3, *hw, 4)))
+        w = jnp.asarray(rng.normal(size=(k, k, 4, 5)))
+        args = ((stride, stride), ((pad, pad), (pad, pad)))
+        ours = lambda x, w: conv_general_dilated(x, w, *args, dimension_numbers=dn)
+        ref = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=dn)
+        assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, w))  # rerouted
+        np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+        g = jnp.asarray(rng.normal(size=ref(x, w).shape))
+        for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(ref, x, w)[1](g)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_large_maps_keep_lax_conv_and_the_flax_conv_uses_the_dispatch():
+    from gnj.nn.conv import Conv, conv_general_dilated
+
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    jaxpr = str(jax.make_jaxpr(lambda x, w: conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x, w))
+    assert "conv_general_dilated" in jaxpr
+    conv = Conv(features=4, kernel_size=(3, 3), padding=((1, 1), (1, 1)))
+    tiny = jnp.ones((2, 2, 2, 3))
+    v = conv.init(jax.random.PRNGKey(0), tiny)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(conv.apply)(v, tiny))
+    kernel = v["params"]["kernel"]
+    ref = jax.lax.conv_general_dilated(tiny.astype(kernel.dtype), kernel, (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(conv.apply(v, tiny), ref + v["params"]["bias"], rtol=1e-5,
+                               atol=1e-5)
