@@ -9,13 +9,21 @@ does so in its ``xla_flags`` case).
 Every default here was measured on the train step (see ``docs/performance.md``); a flag stays only
 if it helps measurably and leaves results unchanged up to float rounding:
 
-- ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK fusions). JAX 0.10's CPU
-  backend routes convolutions (and the elementwise/reduction ops around them) through YNNPACK
-  fusions by default. YNNPACK has no fast path for the *weight-gradient* convolution of a 3×3
-  conv (the window is the whole 32×32 image, the "batch" is the input channels): at batch 128,
-  32×32×16 it took ~145 ms against ~21 ms for XLA's own (Eigen) convolution, and the forward and
-  input-gradient convolutions were no slower without it. Float32 throughout; only the
-  accumulation order of the sums changes.
+- ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``: JAX 0.10's CPU backend
+  sends convolutions, and the elementwise ops and reductions around them, to YNNPACK fusions.
+  This keeps YNNPACK for the reductions and elementwise work but leaves every convolution to
+  XLA's own (Eigen) kernel. Measured on two machines (docs/performance.md):
+
+  * AMD EPYC Zen 3, AVX2 (the first machine): YNNPACK's weight-gradient convolution of a 3×3
+    conv at batch 128, 32×32×16 took ~145 ms against ~21 ms for XLA's own; the ResNet-20 step
+    was 1.67× faster with every YNNPACK fusion off (the flag then; convolutions alone were not
+    measured there: re-run ``--cases xla_flags`` on such a machine).
+  * AMD EPYC Zen 4, AVX-512 (this session): the ResNet-20 step is 1.12× faster than with XLA's
+    defaults, the same as with *every* YNNPACK fusion off (the previous default), while the
+    norms that reduce with ``jnp.mean`` keep YNNPACK's fast reductions: LayerNorm fwd+bwd at
+    (32, 56, 56, 256) 87 ms against 220 ms with all fusions off, GroupNorm 177 against 237.
+
+  Float32 throughout; only the accumulation order of the sums changes.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import warnings
 
 #: flag name (without ``--``) -> value; the defaults gnj adds to ``XLA_FLAGS``.
 XLA_FLAG_DEFAULTS: dict[str, str] = {
-    "xla_cpu_experimental_ynn_fusion_type": "",
+    "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
 }
 
 #: set to "0" to keep XLA's own defaults (A/B comparisons, debugging).
