@@ -350,23 +350,32 @@ print(json.dumps({"median": statistics.median(ts), "compile_s": compile_s}))
 """
 
 
+def fresh_process_ab(env_on: dict[str, str], env_off: dict[str, str], args
+                     ) -> tuple[list[float], list[float]]:
+    """Seconds per ResNet-20 step (``CHILD``) in fresh processes, alternating on/off rounds."""
+    res: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(2 if args.quick else 3):
+        for mode, env in (("on", env_on), ("off", env_off)):
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeats)], env=env,
+                                 capture_output=True, text=True, check=True)
+            res[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["median"])
+    return res["on"], res["off"]
+
+
+def _ab_row(case: str, peer: str, on: list[float], off: list[float], note: str) -> Row:
+    return Row(case, statistics.median(on) * 1e3, peer, statistics.median(off) * 1e3, items=128,
+               samples_gnj=on, samples_peer=off, note=note)
+
+
 def case_xla_flags(table: Table, args) -> None:
     """ResNet-20 train step in fresh processes with and without ``gnj.perf``'s XLA defaults."""
     from gnj import perf
 
-    res: dict[str, list[float]] = {"on": [], "off": []}
-    rounds = 2 if args.quick else 3
-    for _ in range(rounds):
-        for mode in ("on", "off"):
-            env = dict(os.environ, GNJ_XLA_DEFAULTS="1" if mode == "on" else "0")
-            env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS_BASE", "")
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeats)], env=env,
-                                 capture_output=True, text=True, check=True)
-            res[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["median"])
-    on, off = statistics.median(res["on"]), statistics.median(res["off"])
-    table.add(Row("xla flags: resnet20 step, gnj defaults on", on * 1e3, "XLA defaults (off)",
-                  off * 1e3, items=128, samples_gnj=res["on"], samples_peer=res["off"],
-                  note=" ".join(f"--{k}={v}" for k, v in perf.XLA_FLAG_DEFAULTS.items())))
+    base = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS_BASE", ""))
+    on, off = fresh_process_ab(dict(base, GNJ_XLA_DEFAULTS="1"),
+                               dict(base, GNJ_XLA_DEFAULTS="0"), args)
+    table.add(_ab_row("xla flags: resnet20 step, gnj defaults on", "XLA defaults (off)", on, off,
+                      " ".join(f"--{k}={v}" for k, v in perf.XLA_FLAG_DEFAULTS.items())))
 
 
 def case_allocator(table: Table, args) -> None:
@@ -378,17 +387,9 @@ def case_allocator(table: Table, args) -> None:
     if not extra:
         table.skip("allocator", "no jemalloc installed (apt-get install libjemalloc2)")
         return
-    res: dict[str, list[float]] = {"on": [], "off": []}
-    for _ in range(2 if args.quick else 3):
-        for mode in ("on", "off"):
-            env = dict(base, **extra) if mode == "on" else dict(base, GNJ_ALLOCATOR="system")
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeats)], env=env,
-                                 capture_output=True, text=True, check=True)
-            res[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["median"])
-    on, off = statistics.median(res["on"]), statistics.median(res["off"])
-    table.add(Row("allocator: resnet20 step, jemalloc", on * 1e3, "glibc malloc", off * 1e3,
-                  items=128, samples_gnj=res["on"], samples_peer=res["off"],
-                  note=f"LD_PRELOAD={extra['LD_PRELOAD']} MALLOC_CONF={extra['MALLOC_CONF']}"))
+    on, off = fresh_process_ab(dict(base, **extra), dict(base, GNJ_ALLOCATOR="system"), args)
+    table.add(_ab_row("allocator: resnet20 step, jemalloc", "glibc malloc", on, off,
+                      f"LD_PRELOAD={extra['LD_PRELOAD']} MALLOC_CONF={extra['MALLOC_CONF']}"))
 
 
 CASES = {"train": case_train, "ops": None, "norms": case_norms, "online_norm": case_online_norm,

@@ -15,10 +15,20 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def interval(save_every: int) -> int:
+    """Steps between periodic saves (``checkpoint_every_steps`` ≤ 0 means every step)."""
+    return max(int(save_every), 1)
+
+
+def is_due(step: int, save_every: int) -> bool:
+    """Whether ``step`` is a periodic save step (the loop skips the manager otherwise)."""
+    return step % interval(save_every) == 0
+
+
 def manager(workdir: str, save_every: int, keep: int, async_save: bool = True
             ) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=max(save_every, 1), max_to_keep=max(keep, 1), create=True,
+        save_interval_steps=interval(save_every), max_to_keep=max(keep, 1), create=True,
         enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                  options=options)

@@ -296,7 +296,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             yield sharding.global_batch(local, mesh)
 
     log_every, eval_every = config.log_every_steps, config.eval_every_steps
-    save_every = max(int(config.checkpoint_every_steps), 1)
     acc, n_acc, final, probed = None, 0, {}, {}
     with _Preemption() as preempt:
         for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
@@ -316,7 +315,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     final = record
                 writer.write(done, record)
                 acc, n_acc = None, 0
-            if done % save_every == 0 or done == steps or preempt.requested:
+            if (checkpoint.is_due(done, config.checkpoint_every_steps) or done == steps
+                    or preempt.requested):
                 checkpoint.save(mngr, done, state, force=done == steps or preempt.requested)
             if preempt.requested:
                 print(f"SIGTERM: checkpoint saved at step {done}; exiting", flush=True)

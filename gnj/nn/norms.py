@@ -172,12 +172,20 @@ class _Affine(nn.Module):
     scale_init: float = 1.0
     param_dtype: Dtype = jnp.float32
 
+    def _scale_bias(self, shape: tuple[int, ...]) -> tuple[jax.Array | None, jax.Array | None]:
+        """γ (``scale``) and β (``bias``) of ``shape``; None where disabled."""
+        scale = (self.param("scale", nn.initializers.constant(self.scale_init), shape,
+                            self.param_dtype) if self.use_scale else None)
+        bias = (self.param("bias", nn.initializers.zeros, shape, self.param_dtype)
+                if self.use_bias else None)
+        return scale, bias
+
     def _affine(self, y: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        if self.use_scale:
-            y = y * self.param("scale", nn.initializers.constant(self.scale_init), shape,
-                               self.param_dtype)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, shape, self.param_dtype)
+        scale, bias = self._scale_bias(shape)
+        if scale is not None:
+            y = y * scale
+        if bias is not None:
+            y = y + bias
         return y
 
 
@@ -253,10 +261,9 @@ class BatchNorm(_Affine):
             y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
             return self._affine(y, (c,)).astype(x.dtype)
         dt = jnp.promote_types(_compute_dtype(x), self.param_dtype)
-        gamma = (self.param("scale", nn.initializers.constant(self.scale_init), (c,),
-                            self.param_dtype) if self.use_scale else jnp.ones((c,), dt))
-        beta = (self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-                if self.use_bias else jnp.zeros((c,), dt))
+        gamma, beta = self._scale_bias((c,))
+        gamma = jnp.ones((c,), dt) if gamma is None else gamma
+        beta = jnp.zeros((c,), dt) if beta is None else beta
         y, mean, var = batch_norm_train(x.reshape(-1, c).astype(dt), gamma.astype(dt),
                                         beta.astype(dt), self.epsilon)
         self._update(ra_mean, ra_var, mean, var, x.size // c)
