@@ -66,6 +66,8 @@ def check_batch_size(batch_size: int, what: str = "batch_size") -> None:
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Host-local numpy slices → global arrays sharded over ``'data'``."""
     sharding = batch_sharded(mesh)
+    if jax.process_count() == 1:  # the local batch is the global one: a plain transfer
+        return jax.device_put(local, sharding)  # (0.29 vs 0.43 ms per digits batch here)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 

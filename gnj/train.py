@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from gnj import checkpoint, models, optim, sharding
@@ -211,11 +212,34 @@ def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
 # ----------------------------------------------------------------------------- the loop
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _accumulate(acc: dict[str, jax.Array], metrics: dict[str, jax.Array]
-                ) -> dict[str, jax.Array]:
-    """Running sums of the step metrics on device: one dispatch per step, no host sync."""
-    return jax.tree.map(jnp.add, acc, metrics)
+@jax.jit
+def _snapshot(tree: Any) -> Any:
+    """``tree`` copied into fresh device buffers: a save can read it after the next step has
+    been dispatched, which donates (overwrites) the originals. Costs one state's memory while
+    a periodic save is pending."""
+    return jax.tree.map(jnp.copy, tree)
+
+
+def make_accumulating_step(train_step: Callable) -> Callable:
+    """``step(state, sums, batch) -> (state, sums + metrics)``: the loop's one dispatch per step.
+
+    The step metrics are summed on device inside the same executable, so the loop neither syncs
+    with the device nor dispatches a second computation between logs (a separate jitted
+    accumulation cost ~4 ms per 18 ms step here: it breaks the step pipeline).
+    """
+
+    def step(state: TrainState, sums: dict[str, jax.Array], batch: Batch):
+        state, metrics = train_step(state, batch)
+        return state, jax.tree.map(jnp.add, sums, metrics)
+
+    return step
+
+
+def zero_sums(step: Callable, state: TrainState, batch: Batch) -> dict[str, np.ndarray]:
+    """Host zeros shaped like the metrics of ``step`` (a ``(state, batch)`` step), for summing;
+    traced abstractly (``jax.eval_shape``), nothing runs."""
+    _, metrics = jax.eval_shape(step, state, batch)
+    return jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metrics)
 
 
 @dataclasses.dataclass
@@ -231,6 +255,7 @@ class Experiment:
     state: TrainState
     train_step: Callable
     eval_step: Callable
+    accumulating_step: Callable  # (state, sums, batch) -> (state, sums + metrics); the loop's
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """Loss and accuracy on the whole eval split (padding masked out)."""
@@ -263,13 +288,16 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         from gnj import pretrained
 
         state = pretrained.apply_to_state(state, config)
-    train_step = jax.jit(make_train_step(model, tx, source.preprocess, lr_schedule,
-                                         config.get("mixup_alpha", 0.0)),
-                         in_shardings=(rep, bat), out_shardings=(rep, rep), donate_argnums=0)
+    step = make_train_step(model, tx, source.preprocess, lr_schedule,
+                           config.get("mixup_alpha", 0.0))
+    train_step = jax.jit(step, in_shardings=(rep, bat), out_shardings=(rep, rep),
+                         donate_argnums=0)
+    accumulating_step = jax.jit(make_accumulating_step(step), in_shardings=(rep, rep, bat),
+                                out_shardings=(rep, rep), donate_argnums=(0, 1))
     eval_step = jax.jit(make_eval_step(model, source.preprocess), in_shardings=(rep, bat),
                         out_shardings=rep)
     return Experiment(config, source, model, mesh, steps, lr_schedule, state, train_step,
-                      eval_step)
+                      eval_step, accumulating_step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -287,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     elif config.get("restore_from", ""):
         state = checkpoint.restore_variables_into(state, config.restore_from)
         print(f"initialised from checkpoint {config.restore_from}", flush=True)
-    train_step, evaluate = exp.train_step, exp.evaluate
+    step_fn, evaluate = exp.accumulating_step, exp.evaluate
     hooks = _build_hooks(config, exp.model, source.preprocess)
     writer = MetricWriter(workdir, start, steps, quiet=config.get("quiet", False))
 
@@ -296,31 +324,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             yield sharding.global_batch(local, mesh)
 
     log_every, eval_every = config.log_every_steps, config.eval_every_steps
-    acc, n_acc, final, probed = None, 0, {}, {}
+    zeros = sums = None
+    n_acc, final, probed = 0, {}, {}
+    # Host work of step s (metric write, periodic save) runs once step s+1 is queued, so the
+    # device computes while the host writes instead of idling behind a sync.
+    deferred: list[Callable[[], None]] = []
+
+    def run_deferred() -> None:
+        while deferred:
+            deferred.pop(0)()
+
+    def log(step: int, window: Any, count: int, extra: dict[str, Any],
+            evaluated: dict[str, float] | None) -> None:
+        nonlocal final
+        record = {k: v / count for k, v in jax.device_get(window).items()}
+        record.update(extra)
+        if evaluated is not None:
+            record.update(evaluated)
+            final = record
+        writer.write(step, record)
+
     with _Preemption() as preempt:
         for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
-            state, m = train_step(state, batch)
-            acc = m if acc is None else _accumulate(acc, m)
+            if zeros is None:
+                zeros = sums = zero_sums(exp.train_step, state, batch)
+            state, sums = step_fn(state, sums, batch)
+            run_deferred()
             n_acc += 1
             done = s + 1
+            preempted = preempt.requested  # read once: a signal may land mid-iteration
             for every, hook in hooks:  # probe values join the next logged record
                 if done % every == 0:
                     probed.update(hook(state, batch))
             if done % log_every == 0 or done == steps:
-                record = {k: v / n_acc for k, v in jax.device_get(acc).items()}
-                record.update(probed)
-                probed = {}
-                if done % eval_every == 0 or done == steps:
-                    record.update(evaluate(state))
-                    final = record
-                writer.write(done, record)
-                acc, n_acc = None, 0
-            if (checkpoint.is_due(done, config.checkpoint_every_steps) or done == steps
-                    or preempt.requested):
-                checkpoint.save(mngr, done, state, force=done == steps or preempt.requested)
-            if preempt.requested:
+                evaluated = evaluate(state) if done % eval_every == 0 or done == steps else None
+                deferred.append(functools.partial(log, done, sums, n_acc, probed, evaluated))
+                sums, n_acc, probed = zeros, 0, {}
+            if done == steps or preempted:
+                run_deferred()
+                checkpoint.save(mngr, done, state, force=True)
+            elif checkpoint.is_due(done, config.checkpoint_every_steps):
+                deferred.append(functools.partial(checkpoint.save, mngr, done, _snapshot(state)))
+            if preempted:
                 print(f"SIGTERM: checkpoint saved at step {done}; exiting", flush=True)
                 break
+        run_deferred()
     mngr.wait_until_finished()
     mngr.close()
     writer.close()

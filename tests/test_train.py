@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
-from gnj import train
+from gnj import sharding, train
 from gnj.metrics import read_jsonl
 from gnj.state import BACKWARD_STATE, TrainState
 from tests.conftest import REPO, run_python
@@ -45,6 +45,36 @@ def test_train_and_evaluate_writes_everything(tfds_dir, tmp_path):
     assert cfg["model"]["name"] == "resnet_cifar"
     assert os.listdir(tmp_path / "tensorboard")
     assert "6" in os.listdir(tmp_path / "checkpoints")
+
+
+def test_loop_records_and_saves_equal_a_replay_of_the_bare_step(tfds_dir, tmp_path):
+    """The loop sums metrics inside the step and writes logs / periodic saves one step late
+    (train.py): each record must still be the mean of its window's step metrics, and each
+    periodic checkpoint the state after exactly its step (not the next one, which overwrites
+    the donated buffers)."""
+    c = _small_config(tfds_dir, num_steps=8, log_every_steps=3, checkpoint_every_steps=2,
+                      eval_every_steps=100)
+    train.train_and_evaluate(c, str(tmp_path))
+    records = read_jsonl(str(tmp_path / "metrics.jsonl"))
+    assert [r["step"] for r in records] == [3, 6, 8]
+
+    exp = train.build_experiment(c)
+    target = jax.tree.map(np.asarray, exp.state)  # the step donates exp.state
+    state, per_step, saved = exp.state, [], {}
+    for step, local in zip(range(1, 9), exp.source.train_batches(0)):
+        state, m = exp.train_step(state, sharding.global_batch(local, exp.mesh))
+        per_step.append(jax.device_get(m))
+        saved[step] = jax.device_get(state.params)
+    for record, window in zip(records, [per_step[0:3], per_step[3:6], per_step[6:8]]):
+        for key in ("train/loss", "train/grad_norm", "train/accuracy", "train/lr"):
+            np.testing.assert_allclose(record[key], np.mean([w[key] for w in window]),
+                                       rtol=1e-6)
+    mngr = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
+    assert mngr.all_steps() == [4, 6, 8]  # keep_checkpoints = 3 of 2, 4, 6, 8
+    for step in mngr.all_steps():
+        restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
+        for x, y in zip(jax.tree.leaves(restored.params), jax.tree.leaves(saved[step])):
+            np.testing.assert_array_equal(np.asarray(x), y)
 
 
 def test_workdir_of_another_model_is_refused(tfds_dir, tmp_path):
