@@ -199,9 +199,13 @@ ONLINE_SPEC = ("online(decay_forward={af}, decay_backward={ab}, ecm='none', use_
 
 
 def case_online_norm(table: Table, args) -> None:
+    """Online Norm fwd+bwd (the default path: the CPU kernel on one CPU device) against gnj
+    BatchNorm, the per-sample PyTorch loop and gnj's own XLA path, per shape."""
+    import jax.numpy as jnp
     import torch
 
     from bench.torch_peers import online_norm_per_sample
+    from gnj.nn.online_norm import resolve_impl, use_impl
 
     if not _registered("NORMS", "online"):
         table.skip("online_norm", "norm 'online' is not registered yet")
@@ -210,7 +214,10 @@ def case_online_norm(table: Table, args) -> None:
     af, ab = 0.999, 0.99
     shapes = [(128, 32, 32, 16)] if args.quick else [(128, 32, 32, 16), (32, 56, 56, 256)]
     for shape in shapes:
-        on, flops, mem = norm_fwd_bwd(ONLINE_SPEC.format(af=af, ab=ab), shape)
+        spec = ONLINE_SPEC.format(af=af, ab=ab)
+        with use_impl("xla"):  # its FLOP count for every row: a custom call counts none
+            xla, flops, xla_mem = norm_fwd_bwd(spec, shape)
+        on, _, mem = norm_fwd_bwd(spec, shape)
         bn, _, _ = norm_fwd_bwd("batch(use_scale=False, use_bias=False)", shape)
         g, b, sg, sb = alternate(on, bn, args.repeats)
         table.add(Row(f"online_norm fwd+bwd {shape}", g * 1e3, "gnj batch (same run)", b * 1e3,
@@ -223,6 +230,12 @@ def case_online_norm(table: Table, args) -> None:
         table.add(Row(f"online_norm fwd+bwd {shape}", g * 1e3, "torch per-sample loop",
                       p * 1e3, items=shape[0], flops=flops, xla_mem_mb=mem,
                       note="REFERENCE §5.2 algorithm", samples_gnj=sg, samples_peer=sp))
+        g, p, sg, sp = alternate(on, xla, args.repeats)
+        table.add(Row(f"online_norm kernel vs XLA path {shape}", g * 1e3,
+                      "gnj XLA path (same run)", p * 1e3, items=shape[0], flops=flops,
+                      xla_mem_mb=mem,
+                      note=f"default path: {resolve_impl(jnp.float32)}; XLA path "
+                           f"{xla_mem:.0f} MB", samples_gnj=sg, samples_peer=sp))
 
 
 # ----------------------------------------------------------------------------- analysis

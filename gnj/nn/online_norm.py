@@ -1,7 +1,8 @@
 """Online Normalization (Chiley et al., NeurIPS 2019), exact per-sample streams, forward and back.
 
-Follows ``Cerebras/online-normalization`` (REFERENCE.md §5.2, §5.4). Per channel, with D = H·W
-(D = 1 for dense inputs) and samples t = 0…N−1 taken **in batch order**:
+Follows ``Cerebras/online-normalization`` (REFERENCE.md §5.2, §5.4) for the algorithm; the code
+here, the C++ kernel included, is written from the formulas. Per channel, with D = H·W (D = 1 for
+dense inputs) and samples t = 0…N−1 taken **in batch order**:
 
 Forward (train), streams μ, σ² (``batch_stats``, start 0 and 1)::
 
@@ -43,12 +44,15 @@ mean_D(g·y) at (128, 1024, 16)). Forward: mean_D(x), then mean_D((x − μ_x)²
 reference), then y. Backward: mean_D(g) and mean_D(g·y), then ∂L/∂x = (g − (1−αb)·v_{t−1}·y)/s −
 (1−αb)·u_{t−1} in one elementwise pass. mean_D(y) = d/s, mean_D(y²) = (σ²_x + d²)/s² (d = μ_x −
 μ_{t−1}) and mean_D(ĝ) = (mean_D(g) − (1−αb)·v_{t−1}·mean_D(y))/s are identities of the (N, C)
-values, so y and ĝ are never reduced: 5 passes (XLA defaults, which fuse a product into its
-reduction) or 7 (``--xla_cpu_experimental_ynn_fusion_type=``, gnj's default, which do not).
+values, so y and ĝ are never reduced: 5 passes (XLA defaults, and gnj's default
+``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``, which keep YNNPACK's
+reduction fusions and so fuse a product into its reduction) or 7 (every YNNPACK fusion off,
+``--xla_cpu_experimental_ynn_fusion_type=``, which do not).
 
-Measured, layer forward + backward as ``make bench`` runs it (``jit(grad)``, float32, ecm none,
-no affine), 2 shared cores (load 4–7), min (median) over interleaved repeats, ms; "before" is
-the previous (G, n, D, C) form with reductions of y², g·y and ĝ (docs/online_norm.md, "Speed")::
+Measured (XLA path), layer forward + backward as ``make bench`` runs it (``jit(grad)``, float32,
+ecm none, no affine), 2 shared cores (load 4–7), min (median) over interleaved repeats, ms;
+"before" is the previous (G, n, D, C) form with reductions of y², g·y and ĝ
+(docs/online_norm.md, "Speed")::
 
     (N, H, W, C)       XLA flags          before          now            gnj BatchNorm (now)
     (128, 32, 32, 16)  defaults           61.5 (176)      7.23 (22.7)    4.48 (12.6)
@@ -59,6 +63,30 @@ the previous (G, n, D, C) form with reductions of y², g·y and ĝ (docs/online_
 Each stream recurrence costs ⌈log₂ N⌉ small (N, C) ops; all four together take 0.15–0.2 ms
 (measured with D = 1). The doubling form of :func:`linear_recurrence` ties
 ``jax.lax.associative_scan`` at runtime and compiles 1.5–8× faster (docs/online_norm.md).
+
+**The CPU kernel** (the default on one CPU device). On XLA:CPU those passes are the cost, so
+there the core is an XLA FFI custom call in C++ (``online_norm_cpu.cc``, compiled on first use
+by :mod:`gnj.nn.online_norm_kernel`) that runs the per-sample algorithm as written, sample after
+sample, in **one sweep over the data each way**, and exactly so, because every output needs only
+the *previous* stats: the sweep over sample t writes y_t = (x_t − μ_{t−1})/s_t and accumulates
+Σ_D y, Σ_D y², after which μ_x = μ_{t−1} + s·mean(y) and σ²_x = s²·(mean(y²) − mean(y)²) (the
+variance of x shifted by the running mean, well conditioned) give μ_t, σ²_t; the sweep over
+(g_t, y_t) writes ∂L/∂x_t with v_{t−1}, u_{t−1} and accumulates Σ_D g, Σ_D g·y, after which
+v_t = v_{t−1}·(1 − (1−αb)·mean(y²)) + mean(g·y) and u_t = αb·u_{t−1} + (mean(g) −
+(1−αb)·v_{t−1}·mean(y))/s in closed form. So the forward reads x and writes y and the backward
+reads g, y and writes ∂L/∂x, the least traffic the layer allows. Sums go to double per channel
+(float32 partial sums over 16-pixel tiles first); the residuals are the XLA path's (s,
+mean_D(y), mean_D(y²)), so either path's backward fits either forward. It is used when the
+default backend is CPU with one device, the dtype float32 or float64 and the library builds
+(``$GNJ_ONLINE_NORM_IMPL=auto``); ``xla`` / ``kernel`` force a path, :func:`use_impl` does so
+within a block (both read when the layer is traced). Under several devices the XLA path stays:
+a custom call is opaque to XLA's SPMD partitioner, which would gather the sharded batch for it.
+If the compiler is missing or the build fails, one warning, then the XLA path. Measured with
+the bench (``python -m bench.run --cases online_norm``, 2 shared cores, gnj's default flags,
+jemalloc; min (median) over 3 runs, ms): (128, 32, 32, 16) kernel 3.41 (3.96), XLA path 12.0
+(16.1), the per-sample PyTorch loop 71.5 (84.2), i.e. 18×; (32, 56, 56, 256) kernel 52.6
+(55.7), XLA path 97.2 (103), PyTorch 228 (239), 4.2× — there the floor, 5 × 103 MB at this
+machine's ~13–16 GB/s, is 33–40 ms (docs/online_norm.md, "Speed on XLA:CPU and the 10× target").
 
 **Backward streams as state, functionally.** u and v are produced by the backward pass, which
 autodiff cannot return as state. The normalisation core (:func:`online_norm_core`) is a
@@ -89,13 +117,16 @@ Presets (``preset=``): ``cifar10`` αf = 1023/1024, αb = 127/128; ``cifar100`` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gnj.nn import online_norm_kernel as kernel
 from gnj.registry import NORMS
 from gnj.state import BACKWARD_STATE
 
@@ -202,32 +233,102 @@ def _control_process(g, y, stats, u0, v0, alpha_b, k):
     return dx, jnp.mean(u[:, -1], 0), jnp.mean(v[:, -1], 0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+IMPL_ENV = "GNJ_ONLINE_NORM_IMPL"
+IMPLS = ("auto", "xla", "kernel")
+_impl_override: list[str] = []  # innermost use_impl() last
+
+
+def requested_impl() -> str:
+    """The implementation asked for: the innermost :func:`use_impl`, else ``$GNJ_ONLINE_NORM_IMPL``,
+    else ``auto``."""
+    impl = _impl_override[-1] if _impl_override else os.environ.get(IMPL_ENV, "auto")
+    if impl not in IMPLS:
+        raise ValueError(f"OnlineNorm implementation {impl!r} (from {IMPL_ENV} or use_impl); "
+                         f"valid: {', '.join(IMPLS)}")
+    return impl
+
+
+@contextlib.contextmanager
+def use_impl(impl: str):
+    """Within the block, trace the training core with ``impl`` (``auto`` | ``xla`` | ``kernel``).
+
+    Read when the layer is traced: a function jitted before keeps the path it was traced with.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"OnlineNorm implementation {impl!r}; valid: {', '.join(IMPLS)}")
+    _impl_override.append(impl)
+    try:
+        yield
+    finally:
+        _impl_override.pop()
+
+
+def resolve_impl(dtype) -> str:
+    """``kernel`` or ``xla`` for a core of this dtype traced now.
+
+    ``auto`` picks the CPU kernel when the default backend is CPU with one device, the dtype is
+    float32 or float64 and the kernel builds (else the XLA path, after one warning if the build
+    failed). Under several devices the XLA path stays: it lets XLA keep the batch sharded, where
+    an opaque custom call would make it gather the batch onto one device. ``kernel`` forces the
+    kernel and raises if it cannot be used.
+    """
+    impl = requested_impl()
+    if impl == "xla":
+        return "xla"
+    if impl == "kernel":
+        if not kernel.supports(dtype):
+            raise ValueError(f"the OnlineNorm CPU kernel supports float32 and float64, not "
+                             f"{jnp.dtype(dtype).name}")
+        if not kernel.available():
+            raise RuntimeError("OnlineNorm implementation 'kernel' was asked for, but the CPU "
+                               "kernel could not be built (see the warning)")
+        return "kernel"
+    if (jax.default_backend() == "cpu" and jax.device_count() == 1 and kernel.supports(dtype)
+            and kernel.available()):
+        return "kernel"
+    return "xla"
+
+
 def online_norm_core(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams=1):
     """Normalised x of shape (N, D, C) and the new μ, σ²; ``streams`` = k splits the N samples
     into k consecutive chunks of N/k, each its own stream from the shared (μ0, σ²0, u0, v0).
 
     Its VJP returns ∂L/∂x by the control process and, as the cotangents of (u0, v0), the
     updated backward streams (the streams are state, not differentiable inputs; μ0, σ²0 get a
-    zero cotangent).
+    zero cotangent). The implementation (CPU kernel or XLA) is chosen now, by
+    :func:`resolve_impl`.
     """
-    y, _, mu, var = _forward_streams(x, mu0, var0, alpha_f, eps, streams)
+    return _core(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams, resolve_impl(x.dtype))
+
+
+def _forward(impl, x, mu0, var0, alpha_f, eps, k):
+    if impl == "kernel":
+        return kernel.forward(x, mu0, var0, alpha_f, eps, k)
+    return _forward_streams(x, mu0, var0, alpha_f, eps, k)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def _core(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams, impl):
+    y, _, mu, var = _forward(impl, x, mu0, var0, alpha_f, eps, streams)
     return y, mu, var
 
 
-def _core_fwd(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams):
-    y, stats, mu, var = _forward_streams(x, mu0, var0, alpha_f, eps, streams)
-    return (y, mu, var), (y, stats, mu0, var0, u0, v0)
+def _core_fwd(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams, impl):
+    y, stats, mu, var = _forward(impl, x, mu0, var0, alpha_f, eps, streams)
+    return (y, mu, var), (y, stats, mu0, var0, u0, v0)  # the same residuals on both paths
 
 
-def _core_bwd(alpha_f, alpha_b, eps, streams, residuals, cotangents):
+def _core_bwd(alpha_f, alpha_b, eps, streams, impl, residuals, cotangents):
     y, stats, mu0, var0, u0, v0 = residuals
     g = cotangents[0]  # the new forward streams do not feed the loss
-    dx, u, v = _control_process(g, y, stats, u0, v0, alpha_b, streams)
+    if impl == "kernel":
+        dx, u, v = kernel.backward(g, y, stats, u0, v0, alpha_b, streams)
+    else:
+        dx, u, v = _control_process(g, y, stats, u0, v0, alpha_b, streams)
     return dx, jnp.zeros_like(mu0), jnp.zeros_like(var0), u, v
 
 
-online_norm_core.defvjp(_core_fwd, _core_bwd)
+_core.defvjp(_core_fwd, _core_bwd)
 
 
 @NORMS.register("online", "on", "online_norm")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.nn.online_norm import OnlineNorm, linear_recurrence
+from gnj.nn.online_norm import OnlineNorm, linear_recurrence, resolve_impl, use_impl
 from gnj.registry import NORMS
 from gnj.state import BACKWARD_STATE
 from tests.conftest import run_python
@@ -87,13 +87,29 @@ def _train_batch(layer, variables, x, g_out):
     return out, dx, dparams, variables
 
 
-SHAPES = {"dense": (6, 5), "conv": (5, 3, 2, 4)}
+# c8, c16: one 64-byte cache line of channels in float64 / float32 (the CPU kernel's register
+# path; the other precision takes its general path), 35 pixels = two full tiles of 16 and a
+# partial one.
+SHAPES = {"dense": (6, 5), "conv": (5, 3, 2, 4), "c8": (3, 5, 7, 8), "c16": (3, 5, 7, 16)}
+IMPLS = ["xla", "kernel"]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    """Run the test with the training core on the XLA path and on the CPU kernel (forced, so
+    a kernel that does not build fails the test rather than falling back)."""
+    with use_impl(request.param):
+        yield request.param
+
+
+def test_impl_fixture_takes_both_paths(impl):
+    assert resolve_impl(jnp.float32) == impl
 
 
 @pytest.mark.parametrize("ecm", ["ls", "ac", "none"])
-@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("kind", list(SHAPES))
 @pytest.mark.parametrize("precision", ["float64", "float32"])
-def test_matches_per_sample_reference_over_three_batches(kind, ecm, precision):
+def test_matches_per_sample_reference_over_three_batches(kind, ecm, precision, impl):
     af, ab = 0.75, 0.6  # strong decays so every stream moves visibly within a batch
     dtype = jnp.float64 if precision == "float64" else jnp.float32
     rtol = 1e-10 if precision == "float64" else 1e-5
@@ -133,7 +149,7 @@ def test_matches_per_sample_reference_over_three_batches(kind, ecm, precision):
                 np.testing.assert_array_equal(a, b)
 
 
-def test_batch_size_one_is_the_papers_scalar_recurrence():
+def test_batch_size_one_is_the_papers_scalar_recurrence(impl):
     ref = NumpyOnlineNorm(3, 0.9, 0.8, ecm="none")
     with jax.enable_x64(True):
         layer = OnlineNorm(decay_forward=0.9, decay_backward=0.8, ecm="none",
@@ -157,25 +173,26 @@ def test_batch_size_one_is_the_papers_scalar_recurrence():
         np.testing.assert_allclose(variables[BACKWARD_STATE]["v"], ref.v, rtol=1e-12)
 
 
-def test_streams_split_the_batch_into_independent_chunks():
+@pytest.mark.parametrize("shape", [(6, 2, 2, 3), (6, 3, 7, 16)])
+def test_streams_split_the_batch_into_independent_chunks(impl, shape):
     """streams=2: each half is the per-sample algorithm from the shared state; the carried
     streams are the average of the halves' final streams; γ, β gradients add."""
-    shape, af, ab = (6, 2, 2, 3), 0.7, 0.5
+    af, ab, c = 0.7, 0.5, shape[-1]
     rng = np.random.default_rng(2)
-    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.normal(size=3) * 0.1
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.normal(size=c) * 0.1
     with jax.enable_x64(True):
         layer = OnlineNorm(decay_forward=af, decay_backward=ab, streams=2,
                            param_dtype=jnp.float64)
         variables = layer.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.float64))
         variables["params"] = {"scale": jnp.asarray(gamma), "bias": jnp.asarray(beta)}
-        state = (np.zeros(3), np.ones(3), np.zeros(3), np.zeros(3))
+        state = (np.zeros(c), np.ones(c), np.zeros(c), np.zeros(c))
         for _ in range(2):
             x, g = rng.normal(size=shape) + 0.5, rng.normal(size=shape)
             out, dx, dparams, variables = _train_batch(layer, variables, jnp.asarray(x),
                                                        jnp.asarray(g))
             halves, finals = [], []
             for sl in (slice(0, 3), slice(3, 6)):
-                ref = NumpyOnlineNorm(3, af, ab)
+                ref = NumpyOnlineNorm(c, af, ab)
                 ref.mu, ref.var, ref.u, ref.v = (a.copy() for a in state)
                 halves.append(ref.step(x[sl], gamma, beta, g[sl]))
                 finals.append((ref.mu, ref.var, ref.u, ref.v))

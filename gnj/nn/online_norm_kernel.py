@@ -1,0 +1,166 @@
+"""Build, load and call the Online Normalization CPU kernel (``online_norm_cpu.cc``, XLA FFI).
+
+The C++ source ships with the package and is compiled on first use with
+``$GNJ_CXX`` (default ``g++``) and :data:`FLAGS` into ``$GNJ_KERNEL_CACHE`` (default
+``~/.cache/gnj/kernels``), under a name keyed by a hash of the source, the flags, the compiler,
+the JAX version and the CPU model (``-march=native`` code is only reused on the same CPU). The
+library is written to a temporary name and moved into place with ``os.replace``, so concurrent
+processes (pytest-xdist workers) can build it at once. If the compiler is missing or the build
+fails, :func:`available` warns once, naming the command and its stderr, and returns False; the
+caller (``gnj/nn/online_norm.py``) then uses its XLA path.
+
+:func:`forward` and :func:`backward` are one sweep over the samples each way; the formulas are
+in the C++ file's header and in ``gnj/nn/online_norm.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = Path(__file__).with_name("online_norm_cpu.cc")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
+CXX_ENV, CACHE_ENV = "GNJ_CXX", "GNJ_KERNEL_CACHE"
+#: (direction, dtype) -> (FFI target name, exported handler symbol)
+TARGETS = {
+    ("fwd", "float32"): ("gnj_online_norm_fwd_f32", "GnjOnlineNormFwdF32"),
+    ("fwd", "float64"): ("gnj_online_norm_fwd_f64", "GnjOnlineNormFwdF64"),
+    ("bwd", "float32"): ("gnj_online_norm_bwd_f32", "GnjOnlineNormBwdF32"),
+    ("bwd", "float64"): ("gnj_online_norm_bwd_f64", "GnjOnlineNormBwdF64"),
+}
+DTYPES = ("float32", "float64")
+
+_libraries: list[ctypes.CDLL] = []  # keep every loaded library alive: XLA holds its handlers
+_registered: set[str] = set()
+
+
+def _cpu_model() -> str:
+    """The CPU's model name and feature flags (what ``-march=native`` compiles for)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def compiler() -> str:
+    return os.environ.get(CXX_ENV, "g++")
+
+
+def build_command(out: str | Path) -> list[str]:
+    """The compiler command that builds the library at ``out``."""
+    return [compiler(), *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(out)]
+
+
+def library_path() -> Path:
+    """Where the library for this source, flags, compiler, JAX version and CPU lives."""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler().encode(),
+                 jax.__version__.encode(), _cpu_model().encode()):
+        key.update(part)
+        key.update(b"\0")
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gnj" / "kernels")
+    return cache / f"online_norm_cpu-{key.hexdigest()[:16]}.so"
+
+
+def build() -> Path:
+    """Compile the library unless it is cached; raises ``RuntimeError`` naming the command."""
+    path = library_path()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.so")
+    os.close(fd)
+    cmd = build_command(tmp)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd)}` exited {proc.returncode}:\n"
+                               f"{proc.stderr.strip()[-4000:]}")
+        os.replace(tmp, path)
+    except OSError as e:  # compiler not found, cache not writable
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | None:
+    """Build (if needed) and load the library and register its FFI targets; None on failure."""
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (RuntimeError, OSError) as e:
+        warnings.warn(f"gnj: the Online Normalization CPU kernel could not be built, so the "
+                      f"XLA path is used instead. {e}", RuntimeWarning, stacklevel=3)
+        return None
+    _libraries.append(lib)
+    for name, symbol in TARGETS.values():
+        if name not in _registered:  # XLA keeps the first registration of a name
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                        platform="cpu")
+            _registered.add(name)
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernel is built and registered (the first call builds it; warns on failure)."""
+    return _load() is not None
+
+
+def supports(dtype) -> bool:
+    return jnp.dtype(dtype).name in DTYPES
+
+
+def _call(direction: str, dtype, out_shapes, *args, **attrs):
+    if not available():
+        raise RuntimeError("the Online Normalization CPU kernel is not available (see the "
+                           "warning above)")
+    name = TARGETS[(direction, jnp.dtype(dtype).name)][0]
+    out = [jax.ShapeDtypeStruct(s, dtype) for s in out_shapes]
+    return jax.ffi.ffi_call(name, out, vmap_method="sequential")(*args, **attrs)
+
+
+def forward(x: jax.Array, mu0: jax.Array, var0: jax.Array, alpha_f: float, eps: float, k: int):
+    """(y, (s, mean_y, mean_y2), μ, σ²) for x of shape (N, D, C) in k streams of N/k samples.
+
+    y_t = (x_t − μ_{t−1})/s_t, s_t = √(σ²_{t−1} + eps); the residuals s_t, mean_D(y_t) and
+    mean_D(y_t²) are shaped (k, N/k, C), as the XLA path's; μ, σ² are the streams' final values
+    averaged over the k streams.
+    """
+    n, _, c = x.shape
+    y, s, mean_y, mean_y2, mu, var = _call(
+        "fwd", x.dtype, [x.shape, (n, c), (n, c), (n, c), (c,), (c,)],
+        x, mu0.astype(x.dtype), var0.astype(x.dtype), alpha_f=np.float64(alpha_f),
+        eps=np.float64(eps), streams=np.int64(k))
+    stats = tuple(jnp.reshape(a, (k, n // k, c)) for a in (s, mean_y, mean_y2))
+    return y, stats, mu, var
+
+
+def backward(g: jax.Array, y: jax.Array, stats, u0: jax.Array, v0: jax.Array, alpha_b: float,
+             k: int):
+    """(∂L/∂x, u, v) by the control process for g, y of shape (N, D, C) and the forward's stats.
+
+    With c = 1 − αb: ∂L/∂x_t = (g_t − c·v_{t−1}·y_t)/s_t − c·u_{t−1};
+    v_t = v_{t−1}(1 − c·mean_D(y_t²)) + mean_D(g_t·y_t);
+    u_t = αb·u_{t−1} + (mean_D(g_t) − c·v_{t−1}·mean_D(y_t))/s_t; u, v averaged over the streams.
+    """
+    n, _, c = g.shape
+    s, mean_y, mean_y2 = (jnp.reshape(a, (n, c)).astype(g.dtype) for a in stats)
+    dx, u, v = _call("bwd", g.dtype, [g.shape, (c,), (c,)], g, y.astype(g.dtype), s, mean_y,
+                     mean_y2, u0.astype(g.dtype), v0.astype(g.dtype),
+                     alpha_b=np.float64(alpha_b), streams=np.int64(k))
+    return dx, u, v
