@@ -66,13 +66,21 @@ class MetricWriter:
             self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
         self._t0, self._s0 = time.perf_counter(), resume_step
 
-    def write(self, step: int, scalars: dict[str, Any]) -> dict[str, float]:
-        """Write one record; returns the floats written (adds steps_per_sec and eta_sec)."""
+    def write(self, step: int, scalars: dict[str, Any], eval_seconds: float = 0.0
+              ) -> dict[str, float]:
+        """Write one record; returns the floats written.
+
+        Adds ``perf/steps_per_sec``: training steps since the last record over the wall time
+        since then less ``eval_seconds`` (evaluation is not training throughput; its time is
+        logged as ``perf/eval_sec`` when > 0).
+        """
         values = {k: _to_float(v) for k, v in scalars.items()}
         now = time.perf_counter()
-        rate = (step - self._s0) / max(now - self._t0, 1e-9)
+        rate = (step - self._s0) / max(now - self._t0 - eval_seconds, 1e-9)
         self._t0, self._s0 = now, step
         values["perf/steps_per_sec"] = rate
+        if eval_seconds > 0:
+            values["perf/eval_sec"] = eval_seconds
         if not self.enabled:
             return values
         self._file.write(json.dumps({"step": step, **values}) + "\n")

@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -335,14 +336,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             deferred.pop(0)()
 
     def log(step: int, window: Any, count: int, extra: dict[str, Any],
-            evaluated: dict[str, float] | None) -> None:
+            evaluated: dict[str, float] | None, eval_seconds: float) -> None:
         nonlocal final
         record = {k: v / count for k, v in jax.device_get(window).items()}
         record.update(extra)
         if evaluated is not None:
             record.update(evaluated)
             final = record
-        writer.write(step, record)
+        writer.write(step, record, eval_seconds=eval_seconds)
 
     with _Preemption() as preempt:
         for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
@@ -357,8 +358,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if done % every == 0:
                     probed.update(hook(state, batch))
             if done % log_every == 0 or done == steps:
-                evaluated = evaluate(state) if done % eval_every == 0 or done == steps else None
-                deferred.append(functools.partial(log, done, sums, n_acc, probed, evaluated))
+                evaluated, eval_seconds = None, 0.0
+                if done % eval_every == 0 or done == steps:
+                    jax.block_until_ready(state)  # queued training steps are not eval time
+                    t_eval = time.perf_counter()
+                    evaluated = evaluate(state)
+                    eval_seconds = time.perf_counter() - t_eval
+                deferred.append(functools.partial(log, done, sums, n_acc, probed, evaluated,
+                                                  eval_seconds))
                 sums, n_acc, probed = zeros, 0, {}
             if done == steps or preempted:
                 run_deferred()
