@@ -256,7 +256,7 @@ class Experiment:
     state: TrainState
     train_step: Callable
     eval_step: Callable
-    accumulating_step: Callable  # (state, sums, batch) -> (state, sums + metrics); the loop's
+    accumulating_step: Callable  # (state, sums, batch) -> (state, sums + metrics): the loop
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """Loss and accuracy on the whole eval split (padding masked out)."""
