@@ -307,6 +307,12 @@ def _forward(impl, x, mu0, var0, alpha_f, eps, k):
     return _forward_streams(x, mu0, var0, alpha_f, eps, k)
 
 
+def _backward(impl, g, y, stats, u0, v0, alpha_b, k):
+    if impl == "kernel":
+        return kernel.backward(g, y, stats, u0, v0, alpha_b, k)
+    return _control_process(g, y, stats, u0, v0, alpha_b, k)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
 def _core(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams, impl):
     y, _, mu, var = _forward(impl, x, mu0, var0, alpha_f, eps, streams)
@@ -321,10 +327,7 @@ def _core_fwd(x, mu0, var0, u0, v0, alpha_f, alpha_b, eps, streams, impl):
 def _core_bwd(alpha_f, alpha_b, eps, streams, impl, residuals, cotangents):
     y, stats, mu0, var0, u0, v0 = residuals
     g = cotangents[0]  # the new forward streams do not feed the loss
-    if impl == "kernel":
-        dx, u, v = kernel.backward(g, y, stats, u0, v0, alpha_b, streams)
-    else:
-        dx, u, v = _control_process(g, y, stats, u0, v0, alpha_b, streams)
+    dx, u, v = _backward(impl, g, y, stats, u0, v0, alpha_b, streams)
     return dx, jnp.zeros_like(mu0), jnp.zeros_like(var0), u, v
 
 
