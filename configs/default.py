@@ -12,41 +12,16 @@ from __future__ import annotations
 
 import ml_collections
 
+from gnj import config_schema
+
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every key a run reads, with defaults; experiment configs start from this."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.dataset = ml_collections.ConfigDict(dict(
-        name="digits", data_dir="", num_seg=2,
-        augment=ml_collections.ConfigDict(dict(crop_padding=0, pad_mode="constant", flip=False)),
-    ))
-    c.model = ml_collections.ConfigDict(dict(name="resnet_cifar", depth=8, width=16,
-                                             shortcut="A", norm="batch", act="relu"))
-    c.optim = ml_collections.ConfigDict(dict(
-        name="sgd", lr=0.1, momentum=0.9, nesterov=False, schedule="cosine", warmup_epochs=0.0,
-        weight_decay=5e-4, wd_mask=".*", lr_mult_regex="", lr_mult=1.0, wd_mult=1.0,
-        clip_value=0.0, clip_norm=0.0))
-    c.batch_size = 128
-    c.eval_batch_size = 200
-    c.num_epochs = 40.0
-    c.num_steps = 0  # > 0 overrides num_epochs
-    c.mixup_alpha = 0.0
-    c.log_every_steps = 20
-    c.eval_every_steps = 100
-    c.checkpoint_every_steps = 100
-    c.keep_checkpoints = 3
-    c.async_checkpointing = True
-    c.restore_from = ""  # init params/state from another run's checkpoint (not a resume)
-    c.pretrained = ""  # a torchvision-format .pth file to load into the model (gnj/pretrained.py)
-    c.quiet = False
-    c.analysis = ml_collections.ConfigDict(dict(
-        probe_every_steps=0,  # > 0: per-layer probes during training (gnj/analysis/probes.py)
-        probe_max_examples=0,
-        correlations_every_steps=0,  # > 0: weight correlations (gnj/analysis/correlations.py)
-        correlations_max_rows=5000, num_samples=8, num_probes=16, exact_max_bytes=64 * 2**20,
-        lanczos_steps=20, spectrum_probes=4, block_spectra=False, elu_derivative="correct"))
-    return c
+    """Every key a run reads, with defaults; experiment configs start from this.
+
+    The defaults, their valid domains and what each key means are declared once, in
+    ``gnj/config_schema.py`` (``FIELDS``); a run's resolved config is validated against it.
+    """
+    return config_schema.base_config()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -5,6 +5,11 @@ eval metrics of that step are merged into the same object). On resume from step 
 first cut back to the records with ``step ≤ s`` (atomically, via a temporary file and
 ``os.replace``), so a run killed between a checkpoint and a later log line leaves neither
 duplicated nor missing steps once it resumes. Only process 0 writes.
+
+Non-finite numbers are written as the JSON strings ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"`` (strict JSON has no literal for them); :func:`read_jsonl` turns them back into
+floats. A line that is not valid JSON, other than a last line torn by a kill, stops a resume with
+one line naming the file and what to do (``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -18,25 +23,60 @@ from typing import Any
 import jax
 import numpy as np
 
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
 
 def _to_float(v: Any) -> float:
-    v = float(np.asarray(v))
-    return v if math.isfinite(v) else float("nan")
+    return float(np.asarray(v))
+
+
+def _json_number(v: float) -> float | str:
+    """``v``, or its strict-JSON stand-in (``"NaN"``, ``"Infinity"``, ``"-Infinity"``)."""
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """One strict-JSON line (non-finite floats as strings; ``allow_nan=False`` checks it)."""
+    out = {k: _json_number(v) if isinstance(v, float) else v for k, v in record.items()}
+    return json.dumps(out, allow_nan=False)
+
+
+def loads_record(line: str) -> dict[str, Any]:
+    """A record of ``metrics.jsonl``, the non-finite stand-ins turned back into floats (bare
+    ``NaN`` written by older versions is accepted too)."""
+    record = json.loads(line)
+    return {k: NONFINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
 
 
 def truncate_jsonl(path: str, last_step: int) -> None:
-    """Keep only records with ``step ≤ last_step`` (and drop a torn last line)."""
+    """Keep only records with ``step ≤ last_step`` (and drop a torn last line).
+
+    Raises:
+      WorkdirError: a line other than the last is not a JSON record (the file is damaged).
+    """
+    from gnj.workdir import WorkdirError
+
     if not os.path.exists(path):
         return
+    with open(path, "rb") as f:
+        lines = [line for line in f.read().split(b"\n") if line.strip()]
     kept = []
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+    for number, line in enumerate(lines, 1):
+        try:
+            record = loads_record(line.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
+            if number == len(lines):
                 continue  # a line torn by a kill mid-write
-            if record.get("step", math.inf) <= last_step:
-                kept.append(json.dumps(record))
+            raise WorkdirError(
+                f"{path} is damaged at line {number} ({type(e).__name__}); move it aside (mv it "
+                "to a backup name) to resume without the earlier records, or repair that "
+                "line") from e
+        if record.get("step", math.inf) <= last_step:
+            kept.append(dumps_record(record))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write("".join(k + "\n" for k in kept))
@@ -47,7 +87,7 @@ def truncate_jsonl(path: str, last_step: int) -> None:
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [loads_record(line) for line in f if line.strip()]
 
 
 class MetricWriter:
@@ -83,7 +123,7 @@ class MetricWriter:
             values["perf/eval_sec"] = eval_seconds
         if not self.enabled:
             return values
-        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.write(dumps_record({"step": step, **values}) + "\n")
         self._file.flush()
         self._tb.write_scalars(step, values)
         if not self.quiet:
@@ -93,6 +133,12 @@ class MetricWriter:
             print(f"step {step}/{self.total_steps} | {shown} | {rate:.2f} steps/s | "
                   f"ETA {_hms(eta)}", flush=True)
         return values
+
+    def write_event(self, step: int, event: str, **details: Any) -> None:
+        """A non-metric record (``{"step": s, "event": "diverged", ...}``) in metrics.jsonl."""
+        if self.enabled:
+            self._file.write(dumps_record({"step": step, "event": event, **details}) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         if self.enabled:

@@ -42,6 +42,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         for kw in node.keywords:
             if kw.arg is None:
                 raise ValueError(f"registry spec {spec!r}: **kwargs are not allowed")
+            if kw.arg in kwargs:
+                raise ValueError(f"registry spec {spec!r}: keyword {kw.arg!r} is given twice")
             try:
                 kwargs[kw.arg] = ast.literal_eval(kw.value)
             except ValueError:

@@ -14,11 +14,9 @@ every non-param collection is model state carried generically (see ``docs/INTERF
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import json
-import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,8 +27,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from gnj import checkpoint, models, optim, sharding
+from gnj import checkpoint, interrupts, models, optim, sharding, validate
 from gnj import data as data_lib
+from gnj import workdir as workdir_lib
 from gnj.metrics import MetricWriter
 from gnj.state import BACKWARD_STATE, RNG_STREAMS, TrainState, split_variables
 
@@ -64,8 +63,15 @@ def _rngs(key: jax.Array) -> dict[str, jax.Array]:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable,
-                    lr_schedule: optax.Schedule, mixup_alpha: float = 0.0) -> Callable:
-    """``step(state, batch) -> (state, metrics)``: one SGD step on the global batch."""
+                    lr_schedule: optax.Schedule, mixup_alpha: float = 0.0,
+                    skip_nonfinite: bool = False) -> Callable:
+    """``step(state, batch) -> (state, metrics)``: one SGD step on the global batch.
+
+    ``metrics["train/nonfinite"]`` is 1 when the loss or the gradient norm is not finite. With
+    ``skip_nonfinite`` such a step's update is not applied (params, model and optimizer state
+    stay; the step counter advances, so the data order is unchanged), selected on device with
+    ``jnp.where``: no host sync.
+    """
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
@@ -97,10 +103,16 @@ def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callabl
             model_state[BACKWARD_STATE] = new_backward
         pred = jnp.argmax(logits, -1)
         acc = lam * jnp.mean(pred == labels_a) + (1 - lam) * jnp.mean(pred == labels_b)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         metrics = {"train/loss": loss, "train/accuracy": acc,
-                   "train/lr": lr_schedule(state.step), "train/grad_norm": optax.global_norm(grads)}
+                   "train/lr": lr_schedule(state.step), "train/grad_norm": grad_norm,
+                   "train/nonfinite": 1.0 - finite.astype(jnp.float32)}
         new = state.replace(step=state.step + 1, params=params, model_state=model_state,
                             opt_state=opt_state)
+        if skip_nonfinite:
+            kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+            new = kept.replace(step=state.step + 1)
         return new, metrics
 
     return step
@@ -139,58 +151,13 @@ def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
     return int(round(config.num_epochs * steps_per_epoch))
 
 
-IDENTITY_KEYS = ("model", "dataset.name")
-
-
-def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key in IDENTITY_KEYS:
-        value: Any = cfg
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        out[key] = value
-    return out
-
-
-def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Refuse a workdir that holds a run of a different model or dataset; write config.json."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    new = json.loads(config.to_json_best_effort())
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if _identity(old) != _identity(new):
-            raise ValueError(
-                f"workdir {workdir!r} holds a run of a different model or dataset:\n"
-                f"  there: {_identity(old)}\n  now:   {_identity(new)}\n"
-                "Use another --workdir (nothing in this one was changed).")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(new, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps (save, then exit)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread
-            self._old = None
-        return self
-
-    def _handler(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+def check_workdir(config: ml_collections.ConfigDict, workdir: str,
+                  allow_config_change: bool = False) -> None:
+    """Create ``workdir`` and record the config (``config.json``); refuse a workdir holding a
+    run of another model or dataset, or (unless ``allow_config_change``) one whose recorded
+    config differs in more than run controls (``gnj/workdir.py``)."""
+    workdir_lib.make_dirs(workdir)
+    workdir_lib.record_config(config, workdir, allow_config_change)
 
 
 def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
@@ -221,17 +188,37 @@ def _snapshot(tree: Any) -> Any:
     return jax.tree.map(jnp.copy, tree)
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point value of ``tree`` is finite (one device scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+FIRST_NONFINITE = "first_nonfinite_step"
+"""Key of the loop's window carry: the first step of the window with a non-finite loss or
+gradient norm (``NO_STEP`` if none). Kept out of the metric records."""
+NO_STEP = int(np.iinfo(np.int32).max)
+
+
 def make_accumulating_step(train_step: Callable) -> Callable:
     """``step(state, sums, batch) -> (state, sums + metrics)``: the loop's one dispatch per step.
 
     The step metrics are summed on device inside the same executable, so the loop neither syncs
     with the device nor dispatches a second computation between logs (a separate jitted
-    accumulation cost ~4 ms per 18 ms step here: it breaks the step pipeline).
+    accumulation cost ~4 ms per 18 ms step here: it breaks the step pipeline). ``sums`` also
+    carries ``FIRST_NONFINITE``, the first diverged step of the window (a minimum, not a sum).
     """
 
     def step(state: TrainState, sums: dict[str, jax.Array], batch: Batch):
+        number = state.step + 1
         state, metrics = train_step(state, batch)
-        return state, jax.tree.map(jnp.add, sums, metrics)
+        new = {k: sums[k] + v for k, v in metrics.items()}
+        bad = metrics["train/nonfinite"] > 0
+        new[FIRST_NONFINITE] = jnp.minimum(sums[FIRST_NONFINITE],
+                                           jnp.where(bad, number, NO_STEP).astype(jnp.int32))
+        return state, new
 
     return step
 
@@ -283,14 +270,16 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     tx, lr_schedule = optim.build(config.optim, source.steps_per_epoch, steps)
     mesh = sharding.make_mesh()
     rep, bat = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    state = jax.jit(functools.partial(init_state, model, tx, source.input_shape, config.seed),
-                    out_shardings=rep)()
+    init = functools.partial(init_state, model, tx, source.input_shape, config.seed)
+    validate.abstract_init(init, config.model)  # shape errors now, before any compile
+    state = jax.jit(init, out_shardings=rep)()
     if config.get("pretrained", ""):  # torchvision-format weights from a local .pth file
         from gnj import pretrained
 
         state = pretrained.apply_to_state(state, config)
     step = make_train_step(model, tx, source.preprocess, lr_schedule,
-                           config.get("mixup_alpha", 0.0))
+                           config.get("mixup_alpha", 0.0),
+                           skip_nonfinite=config.get("on_nonfinite", "stop") == "skip")
     train_step = jax.jit(step, in_shardings=(rep, bat), out_shardings=(rep, rep),
                          donate_argnums=0)
     accumulating_step = jax.jit(make_accumulating_step(step), in_shardings=(rep, rep, bat),
@@ -301,17 +290,46 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                       eval_step, accumulating_step)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Train ``config`` in ``workdir`` (resuming if it has a checkpoint); final eval metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, multihost: bool = False,
+                       allow_config_change: bool = False) -> dict[str, float]:
+    """Train ``config`` in ``workdir`` (resuming if it has a checkpoint); final eval metrics.
+
+    Holds the workdir's lock for the run (none with ``multihost``: the processes are one run).
+
+    Raises:
+      interrupts.Diverged: a non-finite loss or gradient norm (``on_nonfinite="stop"``).
+      interrupts.Preempted: SIGTERM / SIGINT; the checkpoint of the current step was saved.
+      checkpoint.CheckpointSaveError: a save failed (e.g. disk full).
+      workdir.WorkdirError: the workdir is another process's, another run's, or damaged.
+    """
     exp = build_experiment(config)
-    check_workdir(config, workdir)
-    source, mesh, steps, state = exp.source, exp.mesh, exp.total_steps, exp.state
-    mngr = checkpoint.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints,
+    with workdir_lib.lock(workdir, shared=multihost):
+        check_workdir(config, workdir, allow_config_change)
+        return _train(exp, workdir)
+
+
+class _NonFinite(Exception):
+    def __init__(self, step: int):
+        self.step = step
+
+
+def _host_window(sums: Any, count: int, pending: bool) -> dict[str, Any]:
+    """The unlogged metric window saved with a checkpoint: exact float32 sums as JSON."""
+    values = jax.device_get(sums)
+    return {"count": count, "pending": pending,
+            "sums": {k: np.asarray(v).item() for k, v in values.items()}}
+
+
+def _train(exp: Experiment, workdir: str) -> dict[str, float]:
+    config, source, mesh, steps, state = exp.config, exp.source, exp.mesh, exp.total_steps, \
+        exp.state
+    ckpt = checkpoint.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints,
                               async_save=config.get("async_checkpointing", True))
-    restored = checkpoint.restore_latest(mngr, state)
-    start = 0
+    restored = ckpt.restore_latest(state)
+    start, resumed = 0, None
     if restored is not None:
         state, start = restored
+        resumed = ckpt.window(start)
         print(f"resumed from checkpoint at step {start} in {workdir}", flush=True)
     elif config.get("restore_from", ""):
         state = checkpoint.restore_variables_into(state, config.restore_from)
@@ -319,12 +337,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step_fn, evaluate = exp.accumulating_step, exp.evaluate
     hooks = _build_hooks(config, exp.model, source.preprocess)
     writer = MetricWriter(workdir, start, steps, quiet=config.get("quiet", False))
+    skip = config.get("on_nonfinite", "stop") == "skip"
 
     def host_batches():
         for _, local in zip(range(start, steps), source.train_batches(start)):
             yield sharding.global_batch(local, mesh)
 
     log_every, eval_every = config.log_every_steps, config.eval_every_steps
+    save_every = config.checkpoint_every_steps
     zeros = sums = None
     n_acc, final, probed = 0, {}, {}
     # Host work of step s (metric write, periodic save) runs once step s+1 is queued, so the
@@ -338,47 +358,107 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def log(step: int, window: Any, count: int, extra: dict[str, Any],
             evaluated: dict[str, float] | None, eval_seconds: float) -> None:
         nonlocal final
-        record = {k: v / count for k, v in jax.device_get(window).items()}
+        values = jax.device_get(window) if window is not None else {}
+        first = int(values.pop(FIRST_NONFINITE, NO_STEP))
+        record = {k: v / count for k, v in values.items()} if count else {}
         record.update(extra)
         if evaluated is not None:
             record.update(evaluated)
-            final = record
+            final = {**final, **record}
         writer.write(step, record, eval_seconds=eval_seconds)
+        if first != NO_STEP and not skip:
+            raise _NonFinite(first)
 
-    with _Preemption() as preempt:
-        for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
-            if zeros is None:
-                zeros = sums = zero_sums(exp.train_step, state, batch)
-            state, sums = step_fn(state, sums, batch)
+    def checked_save(step: int, snap: Any, window: dict[str, Any]) -> None:
+        """Save ``snap`` (the state after ``step``) unless it or its window is not finite."""
+        first = window["sums"].get(FIRST_NONFINITE, NO_STEP)
+        if first != NO_STEP and not skip:
+            raise _NonFinite(first)
+        if not bool(_all_finite(snap)):
+            raise _NonFinite(step)
+        ckpt.save(step, snap, window=window, force=True)
+
+    def step_events(done: int, batch_sums: Any, count: int, state: TrainState) -> None:
+        """Evaluation and the metric record due at step ``done`` (deferred where possible)."""
+        evaluated, eval_seconds = None, 0.0
+        if done % eval_every == 0 or done == steps:
             run_deferred()
-            n_acc += 1
-            done = s + 1
-            preempted = preempt.requested  # read once: a signal may land mid-iteration
-            for every, hook in hooks:  # probe values join the next logged record
-                if done % every == 0:
-                    probed.update(hook(state, batch))
-            if done % log_every == 0 or done == steps:
-                evaluated, eval_seconds = None, 0.0
-                if done % eval_every == 0 or done == steps:
-                    jax.block_until_ready(state)  # queued training steps are not eval time
-                    t_eval = time.perf_counter()
-                    evaluated = evaluate(state)
-                    eval_seconds = time.perf_counter() - t_eval
-                deferred.append(functools.partial(log, done, sums, n_acc, probed, evaluated,
-                                                  eval_seconds))
-                sums, n_acc, probed = zeros, 0, {}
-            if done == steps or preempted:
+            jax.block_until_ready(state)  # queued training steps are not eval time
+            t_eval = time.perf_counter()
+            evaluated = evaluate(state)
+            eval_seconds = time.perf_counter() - t_eval
+        if done % log_every == 0 or done == steps:
+            deferred.append(functools.partial(log, done, batch_sums, count, probed, evaluated,
+                                              eval_seconds))
+        elif evaluated is not None:  # an eval step that is not a log step: its own record
+            deferred.append(functools.partial(log, done, None, 0, {}, evaluated, eval_seconds))
+
+    def is_event_step(done: int) -> bool:
+        return done % log_every == 0 or done % eval_every == 0 or done == steps
+
+    try:
+        with interrupts.StopRequests() as stop:
+            for s, batch in zip(range(start, steps), data_lib.pipeline.prefetch(host_batches())):
+                if zeros is None:
+                    zeros = {**zero_sums(exp.train_step, state, batch),
+                             FIRST_NONFINITE: np.int32(NO_STEP)}
+                    sums = zeros
+                    if resumed is not None and set(resumed["sums"]) == set(zeros):
+                        sums = {k: np.asarray(v, zeros[k].dtype)
+                                for k, v in resumed["sums"].items()}
+                        n_acc = resumed["count"]
+                        if resumed.get("pending") and is_event_step(start):
+                            step_events(start, sums, n_acc, state)  # owed by a preempted run
+                            if start % log_every == 0:
+                                sums, n_acc = zeros, 0
+                state, sums = step_fn(state, sums, batch)
                 run_deferred()
-                checkpoint.save(mngr, done, state, force=True)
-            elif checkpoint.is_due(done, config.checkpoint_every_steps):
-                deferred.append(functools.partial(checkpoint.save, mngr, done, _snapshot(state)))
-            if preempted:
-                print(f"SIGTERM: checkpoint saved at step {done}; exiting", flush=True)
-                break
-        run_deferred()
-    mngr.wait_until_finished()
-    mngr.close()
+                ckpt.check()  # a failed asynchronous save is reported at once
+                n_acc += 1
+                done = s + 1
+                preempted = stop.requested and done < steps  # read once per step
+                for every, hook in hooks:  # probe values join the next logged record
+                    if done % every == 0:
+                        probed.update(hook(state, batch))
+                if preempted:
+                    run_deferred()
+                    window = _host_window(sums, n_acc, pending=is_event_step(done))
+                    checked_save(done, state, window)
+                    ckpt.close()
+                    writer.close()
+                    raise interrupts.Preempted(done, stop.signum)
+                logged = done % log_every == 0 or done == steps
+                step_events(done, sums, n_acc, state)
+                if logged:
+                    sums, n_acc, probed = zeros, 0, {}
+                if done == steps:
+                    run_deferred()
+                    checked_save(done, state, _host_window(zeros, 0, pending=False))
+                elif checkpoint.is_due(done, save_every):
+                    snap, snap_sums = _snapshot((state, sums))
+                    count = n_acc
+
+                    def save_later(done=done, snap=snap, snap_sums=snap_sums, count=count):
+                        checked_save(done, snap, _host_window(snap_sums, count, pending=False))
+
+                    deferred.append(save_later)
+            run_deferred()
+    except BaseException as e:
+        deferred.clear()
+        if isinstance(e, interrupts.Preempted):
+            raise
+        if not isinstance(e, _NonFinite):  # a crash: let a save in flight finish, then raise
+            with contextlib.suppress(Exception):
+                ckpt.close()
+                writer.close()
+            raise
+        writer.write_event(e.step, "diverged")
+        ckpt.close()
+        writer.close()
+        good = ckpt.all_steps()
+        raise interrupts.Diverged(e.step, max(good) if good else None) from None
+    ckpt.close()
     writer.close()
     if not final:
         final = evaluate(state)
-    return {k: float(v) for k, v in final.items()}
+    return {k: float(v) for k, v in final.items() if not k.startswith("perf/")}
