@@ -8,7 +8,8 @@ The config is locked: overriding a key that does not exist is an error, not a si
 whole resolved config is validated before anything is written or compiled (``gnj/validate.py``).
 
 Exit statuses (``docs/reliability.md``): 0 finished; 2 usage error (one line ``error: <key> =
-<value>: <why>; <valid>`` on stderr, the traceback in the log with ``--verbosity=1``); 3 diverged
+<value>: <why>; <valid>`` on stderr, the traceback in the log with ``--verbosity=1``); 1 a
+checkpoint save failed (the line names the path); 3 diverged
 (a non-finite loss or gradient norm); 128 + signal number when preempted (143 SIGTERM, 130
 SIGINT), after saving a checkpoint.
 """
@@ -16,7 +17,9 @@ SIGINT), after saving a checkpoint.
 from __future__ import annotations
 
 import importlib.util
+import logging as std_logging
 import re
+import signal
 import sys
 from typing import Any
 
@@ -43,6 +46,7 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
 
 flags.mark_flags_as_required(["config", "workdir"])
 
+SAVE_FAILED_STATUS = 1
 USAGE_STATUS = 2
 DIVERGED_STATUS = 3
 
@@ -108,27 +112,52 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
+def outcome(error: BaseException, config: Any) -> tuple[str, int] | None:
+    """``(last line, exit status)`` of a run that ended with ``error``; None: not ours (the
+    traceback is shown)."""
+    from gnj import checkpoint, interrupts
+    from gnj.data import DatasetNotPreparedError
+
+    if isinstance(error, validate.UsageError):
+        return error.line(), USAGE_STATUS
+    if isinstance(error, DatasetNotPreparedError):
+        return (f"error: config.dataset.name = {config.dataset.name!r}: "
+                f"{' '.join(str(error).split())}", USAGE_STATUS)
+    if isinstance(error, interrupts.Diverged):
+        return str(error), DIVERGED_STATUS
+    if isinstance(error, interrupts.Preempted):
+        return str(error), error.exit_status
+    if isinstance(error, checkpoint.CheckpointSaveError):
+        return f"error: {error}", SAVE_FAILED_STATUS
+    if isinstance(error, KeyboardInterrupt):
+        return ("interrupted (SIGINT) before the first training step; nothing was saved",
+                128 + signal.SIGINT)
+    return None
+
+
 def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax/TF info lines drown the progress output
-    from gnj import interrupts, perf
+        # A failed asynchronous save (disk full) is reported as one line by gnj.checkpoint;
+        # orbax's writer tasks would also dump their tracebacks through asyncio's logger.
+        std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    from gnj import perf
 
     perf.apply()  # gnj's XLA defaults (docs/performance.md); before the first JAX computation
     from gnj import sharding
 
+    config = _CONFIG.value
     try:
         workdir = validate.resolve_workdir(_WORKDIR.value)
         sharding.maybe_initialize_distributed(_MULTIHOST.value, _COORD.value, _NPROC.value,
                                               _PID.value)
-        config = _CONFIG.value
         validate.check(config)
         run(config, workdir)
-    except validate.UsageError as e:
-        _fail(e.line())
-    except interrupts.Diverged as e:
-        _fail(str(e), DIVERGED_STATUS)
-    except interrupts.Preempted as e:
-        _fail(str(e), e.exit_status)
+    except BaseException as e:  # noqa: BLE001  (mapped to a line and a status, or re-raised)
+        result = outcome(e, config)
+        if result is None:
+            raise
+        _fail(*result)
 
 
 def run(config: Any, workdir: str) -> None:

@@ -259,9 +259,11 @@ class Experiment:
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """Data, model, optimizer, mesh, initial state and the jitted steps of ``config``.
 
-    Every check on the config (registry names, batch divisibility, dataset availability) runs
-    here, before anything is written to the workdir.
+    Every check on the config runs here, before anything is written to the workdir or compiled:
+    the declared domains and registry specs (``validate.check``), batch divisibility, dataset
+    availability, and the model's shapes (traced abstractly). See ``docs/reliability.md``.
     """
+    validate.check(config)
     sharding.check_batch_size(config.batch_size)
     sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
     source = data_lib.build(config)
@@ -450,6 +452,7 @@ def _train(exp: Experiment, workdir: str) -> dict[str, float]:
         if not isinstance(e, _NonFinite):  # a crash: let a save in flight finish, then raise
             with contextlib.suppress(Exception):
                 ckpt.close()
+            with contextlib.suppress(Exception):
                 writer.close()
             raise
         writer.write_event(e.step, "diverged")

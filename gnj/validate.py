@@ -225,7 +225,7 @@ def _check_batch_sizes(flat: dict[str, Any]) -> None:
     for key in ("batch_size", "eval_batch_size"):
         if key in flat and flat[key] % n:
             raise ConfigError(f"config.{key}", flat[key],
-                              f"not divisible by the device count {n}",
+                              f"{key} {flat[key]} is not divisible by the device count {n}",
                               f"valid: a multiple of {n}")
 
 

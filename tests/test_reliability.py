@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -23,7 +22,7 @@ from gnj import data as data_lib
 from gnj.metrics import read_jsonl
 from gnj.workdir import WorkdirError
 from tests.conftest import REPO
-from tests.test_train import _small_config
+from tests.test_train import _main, _small_config
 
 CADENCE = dict(num_steps=8, log_every_steps=3, eval_every_steps=4, checkpoint_every_steps=100)
 
@@ -81,7 +80,8 @@ def test_eval_at_every_multiple_of_eval_every(reference):
         (False, True), (True, False), (False, True), (True, True)]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM,
+                                    pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_signal_saves_and_resume_equals_uninterrupted(monkeypatch, tfds_dir, tmp_path,
                                                       reference, signum):
     """The signal lands after step 4 (an eval step, not a log step): the run stops after
@@ -101,6 +101,7 @@ def test_signal_saves_and_resume_equals_uninterrupted(monkeypatch, tfds_dir, tmp
     _assert_same(_params(workdir, everything=True), _params(reference, everything=True))
 
 
+@pytest.mark.slow
 def test_preempted_at_a_log_and_eval_step_owes_its_record(monkeypatch, tfds_dir, tmp_path,
                                                           reference):
     """Stopped after step 6 (a log step): its record is not written at the signal (no time
@@ -116,6 +117,7 @@ def test_preempted_at_a_log_and_eval_step_owes_its_record(monkeypatch, tfds_dir,
     assert _records(workdir) == _records(reference)
 
 
+@pytest.mark.slow
 def test_killed_after_a_mid_window_checkpoint_resumes_identical(monkeypatch, tfds_dir, tmp_path,
                                                                 reference):
     """A crash after the periodic checkpoint of step 5 (not a log step): the resumed run's
@@ -174,6 +176,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tfds_d
     assert records[-2]["step"] == 6 and np.isnan(records[-2]["train/grad_norm"])
 
 
+@pytest.mark.slow
 def test_skip_mode_leaves_the_state_of_the_step_before(monkeypatch, tfds_dir, tmp_path):
     """``on_nonfinite="skip"``: the NaN step's update is not applied, so the state after it
     equals the state after the step before (bitwise); the run goes on to the end."""
@@ -333,10 +336,10 @@ def test_damaged_config_and_metrics_files_are_named(tfds_dir, tmp_path, saved_ru
 
 
 def _cli(workdir, tfds_dir, *extra):
-    return [sys.executable, "-m", "gnj.main", "--config=configs/default.py:runlocal",
-            f"--workdir={workdir}", f"--config.dataset.data_dir={tfds_dir}",
-            "--config.num_steps=100000", "--config.log_every_steps=1",
-            "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000", *extra]
+    """The command line of a long run logging every step (later flags override earlier)."""
+    return _main(workdir, tfds_dir, "--config.num_steps=100000", "--config.log_every_steps=1",
+                 "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000",
+                 *extra)
 
 
 def _start_and_wait_for_training(cmd):
@@ -353,6 +356,24 @@ def _start_and_wait_for_training(cmd):
     raise AssertionError(f"no training step: {proc.communicate()}")
 
 
+def test_exit_statuses_and_lines():
+    from gnj import main
+
+    config = _small_config("")
+    assert main.outcome(interrupts.Preempted(5, signal.SIGTERM), config) == (
+        "preempted at step 5 (SIGTERM): checkpoint saved; run the same command again to resume",
+        143)
+    assert main.outcome(interrupts.Preempted(5, signal.SIGINT), config)[1] == 130
+    line, status = main.outcome(interrupts.Diverged(7, 4), config)
+    assert status == 3 and line.startswith("diverged at step 7") and "step 4" in line
+    line, status = main.outcome(checkpoint.CheckpointSaveError("saving ... /w/checkpoints"), config)
+    assert status == 1 and line.startswith("error: ") and "/w/checkpoints" in line
+    assert main.outcome(WorkdirError("--workdir = 'x': in use"), config) == (
+        "error: --workdir = 'x': in use", 2)
+    assert main.outcome(RuntimeError("a bug"), config) is None  # shown with its traceback
+
+
+@pytest.mark.slow
 def test_sigterm_exit_status_and_line(tfds_dir, tmp_path):
     proc = _start_and_wait_for_training(_cli(tmp_path, tfds_dir))
     proc.send_signal(signal.SIGTERM)
