@@ -1,9 +1,11 @@
 """The training loop: one jitted, sharded train step for every model, norm and dataset.
 
 ``train_and_evaluate(config, workdir)`` builds data, model, optimizer and mesh from the config,
-restores the latest checkpoint in ``workdir`` if there is one, and trains to ``total_steps``,
-logging every ``log_every_steps``, evaluating every ``eval_every_steps`` and checkpointing every
-``checkpoint_every_steps`` (and on SIGTERM). Nothing here knows a specific model or layer:
+restores the newest intact checkpoint in ``workdir`` if there is one, and trains to
+``total_steps``, logging every ``log_every_steps``, evaluating every ``eval_every_steps`` and
+checkpointing every ``checkpoint_every_steps`` (and on SIGTERM / SIGINT); a non-finite loss or
+gradient norm stops the run or skips the step (``docs/reliability.md``: the guarantees on
+divergence, preemption and resume). Nothing here knows a specific model or layer:
 every non-param collection is model state carried generically (see ``docs/INTERFACES.md``):
 
 - ordinary collections (``batch_stats``, ...) are mutable in the training apply;

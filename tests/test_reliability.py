@@ -6,6 +6,7 @@ source, so every case is deterministic. The command line is exercised only for e
 """
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -244,16 +245,21 @@ def saved_run(tfds_dir, tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="module")
+def initial_state(tfds_dir):
+    """A restore target (structure, dtypes, shardings) of the saved run's state."""
+    return train.build_experiment(_cfg(tfds_dir, num_steps=4, checkpoint_every_steps=2)).state
+
+
 @pytest.mark.parametrize("damage", [_truncate, _overwrite, _delete, _metadata, _flip,
                                     _unsealed_truncate])
-def test_damaged_newest_checkpoint_is_moved_aside(tfds_dir, tmp_path, saved_run, damage,
+def test_damaged_newest_checkpoint_is_moved_aside(tmp_path, saved_run, initial_state, damage,
                                                   capsys):
     workdir = str(tmp_path / "w")
     shutil.copytree(saved_run, workdir)
     damage(os.path.join(workdir, "checkpoints", "4"))
-    exp = train.build_experiment(_cfg(tfds_dir, num_steps=4, checkpoint_every_steps=2))
     ckpt = checkpoint.manager(workdir, 2, 3)
-    state, step = ckpt.restore_latest(exp.state)
+    state, step = ckpt.restore_latest(initial_state)
     assert step == 2
     _assert_same(jax.tree.leaves(state.params), _params(saved_run, 2))
     err = capsys.readouterr().err
@@ -279,10 +285,12 @@ def _mount_tmpfs(path, size):
     return proc.returncode == 0
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_disk_full_names_the_path_and_keeps_earlier_checkpoints(monkeypatch, tfds_dir,
                                                                 tmp_path):
     """A workdir on a small tmpfs where the test can mount one (the first checkpoint fits,
     the second does not), otherwise ENOSPC injected into the second save."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # orbax's failed writer tasks
     mount = str(tmp_path / "fs")
     mounted = _mount_tmpfs(mount, "900k")
     workdir = os.path.join(mount, "run")
