@@ -17,13 +17,11 @@ tc_k ≥ 0 like the reference. The cell's output is out_{D−1}. Head (reference
 another length (the Linear infers it), or ``head="global"`` uses a global mean instead.
 
 ``kind="depthwise"`` (``depth_wise_dense_cnn``): layers j ≥ 1, and layer 0 of cells > 0 (with
-stride 2), use ``conv_depth`` in place of the 3×3 conv (+ norm): 1×1 (in→w) → N → φ →
-depthwise 3×3 (stride) → N → φ → 1×1 (w→w) → N; layer 0 of cell 0 stays a 3×3 conv + N.
-REFERENCE.md says "layers j ≥ 1 are conv_depth; the first layer of cells > 0 has stride [2,1]"
-and does not give conv_depth's hidden width. Our reading (hidden width w_k, the first layer of
-later cells a strided conv_depth) gives 866,824 parameters for the train_cifar defaults (D 13,
-tc 40/80/125, 10 classes), within 0.1 % of the 867,656 in the reference log; the exact layout
-could not be recovered from the description (see docs/models_part2.md).
+stride 2), use ``conv_depth`` in place of the 3×3 conv: 1×1 (in→w) → N → φ → depthwise 3×3
+(stride) → N → φ → 1×1 (w→w) → N; layer 0 of cell 0 stays a 3×3 conv. As in the reference, the
+cell's own norm N₀ / N₁ still follows layers 0 and 1 whatever the layer type (so a conv_depth
+layer 0 or 1 ends in two norms in a row). This gives the reference's 867,656 parameters for the
+train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/models_part2.md.
 
 Quirks and deliberate choices:
 
@@ -222,10 +220,11 @@ class DenseCNN(nn.Module):
                 w, stride, pre, op, post, self.norm, self.act, self.conv, self.weight_init,
                 self.bn_eval_quirk, name=f"cell{k}_layer{j}")
             dw0 = depthwise and k > 0  # the first layer of later cells is a strided conv_depth
+            # layers 0 and 1 end in the cell's norm whatever their type, like the reference
             outs = [layer(0, 1 if k == 0 else 2, "none", "conv_depth" if dw0 else "conv",
-                          not dw0)(x, train)]
-            outs.append(layer(1, 1, "act", "conv_depth" if depthwise else "conv",
-                              not depthwise)(outs[0], train))
+                          True)(x, train)]
+            outs.append(layer(1, 1, "act", "conv_depth" if depthwise else "conv", True)(
+                outs[0], train))
             for j in range(2, self.cell_depth):
                 pool = jnp.concatenate(outs[j - 1:0:-1], axis=-1)  # [out_{j−1}, …, out₁]
                 idx = links[k][j - 2]

@@ -110,8 +110,9 @@ def dense_cnn_count(cell_depth, widths, tcs, classes, depthwise, final_hw=4):
 
     total, cin = 0, 3
     for k, (w, tc) in enumerate(zip(widths, tcs)):
-        total += conv_depth(cin, w) if (depthwise and k > 0) else conv(cin, w, 3) + bn(w)
-        total += conv_depth(w, w) if depthwise else conv(w, w, 3) + bn(w)
+        # layers 0 and 1 end in the cell's norm whatever their type (the reference's norm_list)
+        total += (conv_depth(cin, w) if (depthwise and k > 0) else conv(cin, w, 3)) + bn(w)
+        total += (conv_depth(w, w) if depthwise else conv(w, w, 3)) + bn(w)
         for j in range(2, cell_depth):
             fan = w + min(tc, (j - 1) * w)
             total += bn(fan) + (conv_depth(fan, w) if depthwise else conv(fan, w, 3))
@@ -124,6 +125,12 @@ def test_dense_cnn_counts(name, depthwise):
     m = build({"name": name, "cell_depth": 13, "wm": 2, "tc": (40, 80, 125)}, 10)
     assert n_params(m, (32, 32, 3)) == dense_cnn_count(13, (32, 64, 128), (40, 80, 125), 10,
                                                        depthwise)
+
+
+def test_dense_cnn_depthwise_count_is_the_references():
+    # the reference's depth_wise_dense_cnn(13, 2, [40, 80, 125]) has 867,656 parameters (its
+    # release log; also the count of its module built with torch)
+    assert n_params(build({"name": "dense_cnn_depthwise"}, 10), (32, 32, 3)) == 867_656
 
 
 def test_dense_cnn_other_input_sizes():
@@ -274,12 +281,9 @@ def np_dense_cnn(p, s, x, cell_depth, links, depthwise):
 
     for k in range(len(links)):
         n = lambda j, k=k: f"cell{k}_layer{j}"
-        if depthwise and k > 0:
-            outs = [op(n(0), x, 2, True)]
-        else:
-            outs = [norm([n(0), "post_norm"], op(n(0), x, 1 if k == 0 else 2, False))]
-        o1 = op(n(1), relu(outs[0]), 1, depthwise)
-        outs.append(o1 if depthwise else norm([n(1), "post_norm"], o1))
+        o0 = op(n(0), x, 1 if k == 0 else 2, depthwise and k > 0)
+        outs = [norm([n(0), "post_norm"], o0)]  # the cell's norm follows layers 0, 1 always
+        outs.append(norm([n(1), "post_norm"], op(n(1), relu(outs[0]), 1, depthwise)))
         for j in range(2, cell_depth):
             pool = np.concatenate(outs[::-1][:j - 1], -1)  # out_{j−1}, …, out_1 (predecessor in)
             inp = np.concatenate([outs[-1], pool[..., links[k][j - 2]]], -1)
