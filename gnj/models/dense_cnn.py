@@ -25,9 +25,11 @@ train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/models_par
 
 Quirks and deliberate choices:
 
-- Links: ``numpy.random.RandomState(topology_seed)`` (default 2, mirroring the reference's
-  ``random.seed(2)``), one ``choice(paths, links, replace=False)`` per layer, cell by cell; the
-  topology is fixed per seed but is not the sequence Python's ``random.sample`` draws.
+- Links (``gnj.models.links``): ``link_sampler="python_random"`` (default) draws them exactly as
+  the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
+  reference's ``random.seed(2)``), ``random.sample`` per layer, cell by cell, indices in the
+  order drawn: the reference's own links. ``link_sampler="numpy"`` uses NumPy's
+  ``RandomState(topology_seed)`` instead (sorted; another topology of the same density).
 - ``bn_eval_quirk=False`` (default): norms run in train mode when training. ``True`` reproduces
   the reference, whose layer/norm lists are put in eval mode and never switched back
   [as-written]: every norm always uses its running statistics (BatchNorm: 0/1, never updated,
@@ -49,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
+from gnj.models import links as link_sampling
 from gnj.registry import MODELS
 
 KINDS = ("regular", "depthwise")
@@ -66,15 +69,11 @@ def cell_link_counts(width: int, cell_depth: int, tc: int) -> tuple[list[int], l
     return paths, [min(tc, p) for p in paths]
 
 
-def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int
-                      ) -> list[list[np.ndarray]]:
-    """Sorted link indices into pool_j for every cell and layer j = 2 … D−1."""
-    rs = np.random.RandomState(seed)
-    out = []
-    for w, tc in zip(widths, tcs):
-        paths, links = cell_link_counts(w, cell_depth, tc)
-        out.append([np.sort(rs.choice(p, size=k, replace=False)) for p, k in zip(paths, links)])
-    return out
+def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int,
+                      sampler: str = "python_random") -> list[list[np.ndarray]]:
+    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``gnj.models.links``)."""
+    groups = [cell_link_counts(w, cell_depth, tc) for w, tc in zip(widths, tcs)]
+    return link_sampling.sample_links(groups, seed, sampler)
 
 
 class ConvDepth(nn.Module):
@@ -149,6 +148,7 @@ class DenseCNN(nn.Module):
     tc: tuple[int, ...] = (40, 80, 125)
     num_cells: int = 3
     topology_seed: int = 2
+    link_sampler: str = "python_random"
     strict_tc: bool = True
     kind: str = "regular"
     norm: str = "batch"
@@ -194,12 +194,13 @@ class DenseCNN(nn.Module):
                 raise ValueError(f"{m}: tc {tc} of cell {k} exceeds the largest link pool "
                                  f"({largest} = (cell_depth−2)·width {w}); allowed: 0 … "
                                  f"{largest} (or any tc ≥ 0 with strict_tc=False)")
+        link_sampling.check_sampler(self.link_sampler, m)
         return widths
 
     def links(self) -> list[list[np.ndarray]]:
         """Link indices per cell and layer j = 2 … D−1 (into pool_j, newest first)."""
         return sample_cell_links(self.widths(), self.cell_depth, tuple(self.tc),
-                                 self.topology_seed)
+                                 self.topology_seed, self.link_sampler)
 
     def _check_input(self, x: jax.Array) -> None:
         # each stride-2 cell maps n → ⌈n/2⌉; the 2×2 pool needs a final map of at least 2×2
