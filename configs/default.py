@@ -44,7 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
         probe_every_steps=0,  # > 0: per-layer probes during training (gnj/analysis/probes.py)
         probe_max_examples=0,
         correlations_every_steps=0,  # > 0: weight correlations (gnj/analysis/correlations.py)
-        correlations_max_rows=5000, num_samples=8, num_probes=16, exact_max_bytes=64 * 2**20,
+        correlations_max_rows=5000,
+        cross_correlation_layers="",  # "all" or "a/conv,b/conv": corr/cross/<a>~<b> in that hook
+        cross_correlation_forward=True, num_samples=8, num_probes=16, exact_max_bytes=64 * 2**20,
         lanczos_steps=20, spectrum_probes=4, block_spectra=False, elu_derivative="correct"))
     return c
 
