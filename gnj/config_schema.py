@@ -300,6 +300,9 @@ FIELDS: dict[str, Field] = {
     "analysis.correlations_every_steps": Field(
         0, _EVERY, "> 0: weight correlations (analysis/correlations.py)"),
     "analysis.correlations_max_rows": Field(5000, _COUNT),
+    "analysis.cross_correlation_layers": Field(
+        "", Text(), '"all" or "a/conv,b/conv": corr/cross/<a>~<b> in the correlations hook'),
+    "analysis.cross_correlation_forward": Field(True, Bool()),
     "analysis.num_samples": Field(8, _COUNT),
     "analysis.num_probes": Field(16, _COUNT),
     "analysis.exact_max_bytes": Field(64 * 2**20, Int(lo=0)),

@@ -20,8 +20,9 @@ other workdir is its own group. Per group:
   the last record (0 = that layer's filters are identical, so every channel of its output is the
   same; both 0 = the whole net is still symmetric) and ``corr/diversity``; **NN-Mass and LDI**
   from ``<workdir>/analysis/analysis.json`` (``--mode=analyze``, e.g. ``launch.sweep --mode
-  analyze``): ``nn_mass``, ``ldi_mean``. A workdir with only ``analysis/analysis.json``
-  (analysis of an initialisation) is a run too.
+  analyze``): ``nn_mass``, ``params``, ``flops`` (as the NN-Mass reference counts them,
+  ``gnj.models.flops``), ``ldi_mean``. A workdir with only ``analysis/analysis.json`` (analysis
+  of an initialisation) is a run too.
 
 Writes ``report/results.md`` and ``report/results.csv`` (one row per group) and PNG curves
 ``report/curves.png`` (median eval accuracy and train loss against step, one line per group, the
@@ -127,6 +128,8 @@ class Group:
             "corr_forward_max": _nanmedian(corr[:, 1]),
             "diversity": _nanmedian(corr[:, 2]),
             "nn_mass": _nanmedian(np.array([r.analysis_value("nn_mass") for r in self.runs])),
+            "params": _nanmedian(np.array([r.analysis_value("params") for r in self.runs])),
+            "flops": _nanmedian(np.array([r.analysis_value("flops") for r in self.runs])),
             "ldi_mean": _nanmedian(np.array([r.analysis_value("ldi_mean") for r in self.runs])),
         }
         return {
@@ -254,6 +257,8 @@ EXTRA_COLUMNS = (
     ("corr_forward_max", "max −log|ρ_fwd|", "{:.3g}"),
     ("diversity", "diversity", "{:.3g}"),
     ("nn_mass", "NN-Mass", "{:.1f}"),
+    ("params", "params", "{:,.0f}"),
+    ("flops", "FLOPs", "{:,.0f}"),
     ("ldi_mean", "LDI (mean σ)", "{:.4f}"),
 )
 

@@ -42,8 +42,10 @@ Batch = dict[str, jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy with integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    """Per-example softmax cross-entropy with integer labels, computed in
+    promote(logits dtype, float32): float64 stays float64, bfloat16/float16 go to float32."""
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(dtype), labels)
 
 
 def mixup(x: jax.Array, labels: jax.Array, key: jax.Array, alpha: float):

@@ -11,7 +11,8 @@ Argument ``<arch>,<norm>[,<option>...]``:
   the reference: widths 32/64/128, 3×3 projection shortcuts).
 - norm (``--norm_type``): ``plain``, ``batch`` (``BN_self``: running stats keep 0.9, moving mean
   initialised to 1 [as-written]), ``layer``, ``instance``, ``group`` (``GN_self``: unbiased group
-  variance [as-written]; groups from ``p_grouping``, default 32), ``frn`` (FRN + TLU, learnable ε;
+  variance [as-written]; groups from ``p_grouping``, default 32), ``frn`` (FRN + TLU, one
+  learnable ε per layer;
   with warm-up, as the README says FRN is trained), ``wn`` (weight-normalised convs + scaled ReLU),
   ``sws`` (scaled weight standardisation), ``evonorm_s0``, ``evonorm_b0``, ``variance``. The
   reference's ``Mean Centering`` crashes (``MC_self`` is undefined) and has no variant.

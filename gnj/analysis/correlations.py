@@ -5,7 +5,9 @@ a dense (in, out) kernel is W (out, in) with kh = kw = 1), three sets of rows:
 
 - ``forward``: the ``out`` rows of length in·kh·kw (filter / fan-in rows);
 - ``backward``: the ``in`` rows of length out·kh·kw (fan-out rows);
-- ``correlations``: the out·in rows of length kh·kw (kernel rows; convs with kh·kw > 1 only).
+- ``correlations``: the out·in rows of length kh·kw (kernel rows). For a dense or 1×1 kernel
+  every row has one element, hence no variance: ρ = 1 by the NaN → 1 rule below, as the
+  reference reports for its Linear and 1×1 layers.
 
 For each set: keep at most ``max_rows`` (5000) rows, drawn at random without replacement; take
 the Pearson correlation ρᵢⱼ of every pair of rows, with NaN → 1 (a constant row, e.g. of a
@@ -16,11 +18,22 @@ the r × r matrix. A row counts as constant when its centred norm is ≤ 1e-12 o
 constant rows). Logged as −log|ρ| under ``<layer>/correlations``, ``/forward``, ``/backward``,
 and ``diversity`` = Σ_layers log √(1 − ρ_backward²) over every conv / dense kernel.
 
+**Cross-correlation between two layers** (the reference's ``measure_cross_correlation``): with the
+``forward`` rows of both kernels (``forward=False``: the ``backward`` rows), the cosine
+similarity Cᵢⱼ = ⟨aᵢ, bⱼ⟩/(‖aᵢ‖·‖bⱼ‖) of every row of one with every row of the other (no
+centring), NaN (a zero row) → 1, and its mean over all i, j (i = j included when a layer meets
+itself); NaN when the row lengths differ. :func:`cross_correlations` gives it for every pair of
+the chosen layers.
+
 In training, :func:`build_hook` gives the hook the loop calls every
 ``config.analysis.correlations_every_steps`` (the ConstNet configs: once per epoch, like the
 reference's per-epoch TensorBoard scalars); its keys are ``corr/<layer>/{forward,backward,
 correlations}`` and ``corr/diversity``. A layer whose backward rows are all constant (a ConstNet
 init) has ρ_backward = 1 and makes the Diversity −∞, which the metric writer records as NaN.
+With ``config.analysis.cross_correlation_layers`` (comma-separated layer paths such as
+``"stage1_block0/conv,stage1_block1/conv"``, or ``"all"`` for every kernel), the hook also
+logs ``corr/cross/<a>~<b>`` (raw C̄, like the reference) for every unordered pair a ≤ b, on
+the forward rows unless ``analysis.cross_correlation_forward`` is False.
 """
 
 from __future__ import annotations
@@ -68,10 +81,8 @@ def kernel_rows(kernel: np.ndarray) -> dict[str, np.ndarray]:
         raise ValueError(f"correlations: kernel must have ≥ 2 axes, got shape {k.shape}")
     out_c, in_c = w.shape[:2]
     spatial = math.prod(w.shape[2:])
-    views = {"forward": w.reshape(out_c, -1), "backward": np.swapaxes(w, 0, 1).reshape(in_c, -1)}
-    if spatial > 1:
-        views["correlations"] = w.reshape(out_c * in_c, spatial)
-    return views
+    return {"forward": w.reshape(out_c, -1), "backward": np.swapaxes(w, 0, 1).reshape(in_c, -1),
+            "correlations": w.reshape(out_c * in_c, spatial)}
 
 
 def layer_correlations(kernel: np.ndarray, max_rows: int = MAX_ROWS, seed: int = 0
@@ -80,6 +91,46 @@ def layer_correlations(kernel: np.ndarray, max_rows: int = MAX_ROWS, seed: int =
     rng = np.random.default_rng(seed)
     return {name: mean_pair_correlation(rows, max_rows, rng)
             for name, rows in kernel_rows(kernel).items()}
+
+
+def cross_correlation(kernel_a: np.ndarray, kernel_b: np.ndarray, forward: bool = True
+                      ) -> float:
+    """Mean cosine similarity of the rows of two kernels (see the module docstring)."""
+    view = "forward" if forward else "backward"
+    a, b = (np.asarray(kernel_rows(k)[view], np.float64) for k in (kernel_a, kernel_b))
+    if a.shape[1] != b.shape[1]:
+        return math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = (a @ b.T) / np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
+    c[np.isnan(c)] = 1.0
+    return float(np.mean(c))
+
+
+def kernels(params: Any) -> dict[str, np.ndarray]:
+    """Every parameter leaf called ``kernel`` with ≥ 2 axes, by its layer path ``a/b``."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        if keys and keys[-1] == "kernel" and np.ndim(leaf) >= 2:
+            out["/".join(keys[:-1]) or "kernel"] = np.asarray(leaf)
+    return out
+
+
+def cross_correlations(params: Any, layers: Any = "all", forward: bool = True
+                       ) -> dict[str, float]:
+    """``{"<a>~<b>": C̄}`` for every unordered pair a ≤ b of ``layers`` (paths, or ``"all"``).
+
+    Raises:
+      ValueError: naming a layer that has no kernel, and the layers that do.
+    """
+    found = kernels(params)
+    names = list(found) if layers == "all" else list(layers)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"cross_correlations: no kernel at {unknown}; layers with kernels: "
+                         f"{sorted(found)}")
+    return {f"{a}~{b}": cross_correlation(found[a], found[b], forward)
+            for i, a in enumerate(names) for b in names[i:]}
 
 
 def _neg_log(rho: float) -> float:
@@ -97,12 +148,8 @@ def weight_correlations(params: Any, max_rows: int = MAX_ROWS, seed: int = 0
     """
     out: dict[str, float] = {}
     diversity = 0.0
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if not keys or keys[-1] != "kernel" or np.ndim(leaf) < 2:
-            continue
-        layer = "/".join(keys[:-1]) or "kernel"
-        rho = layer_correlations(np.asarray(leaf), max_rows, seed)
+    for layer, kernel in kernels(params).items():
+        rho = layer_correlations(kernel, max_rows, seed)
         for name, value in rho.items():
             out[f"{layer}/{name}"] = _neg_log(value)
         b = rho["backward"]
@@ -118,15 +165,23 @@ def build_hook(config: Any, prefix: str = "corr/"
 
     ``state`` is a :class:`gnj.state.TrainState` (only ``state.params`` is read, on the host);
     ``batch`` is ignored. ``config.analysis.correlations_max_rows`` (5000) caps the rows per set
-    and ``config.seed`` seeds the row subsampling.
+    and ``config.seed`` seeds the row subsampling. ``analysis.cross_correlation_layers`` (empty:
+    none) adds ``corr/cross/<a>~<b>``, on the rows chosen by ``analysis.cross_correlation_forward``.
     """
     analysis = config.get("analysis", {}) or {}
     max_rows = int(analysis.get("correlations_max_rows", MAX_ROWS))
     seed = int(config.get("seed", 0))
+    cross_layers = analysis.get("cross_correlation_layers", "") or ()
+    if isinstance(cross_layers, str) and cross_layers != "all":
+        cross_layers = tuple(n.strip() for n in cross_layers.split(",") if n.strip())
+    cross_forward = bool(analysis.get("cross_correlation_forward", True))
 
     def hook(state: Any, batch: dict[str, Any]) -> dict[str, float]:
         del batch
         values = weight_correlations(state.params, max_rows, seed)
+        if cross_layers:
+            cross = cross_correlations(state.params, cross_layers, cross_forward)
+            values.update({f"cross/{k}": v for k, v in cross.items()})
         return {prefix + k: float(v) for k, v in values.items()}
 
     return hook

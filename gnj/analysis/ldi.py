@@ -15,7 +15,8 @@ the last layer included although its forward applies no φ [as-written]. The ref
 ELU derivative as exp(x) for x > 0 and 0 otherwise [bug]; ``elu_derivative="reference"``
 reproduces it, the default ``"correct"`` uses 1 for x > 0 and α·exp(x) for x ≤ 0. Singular
 values come from one batched ``jnp.linalg.svd`` per layer over all samples (no per-sample loop;
-the reference loops ``torch.svd`` per sample).
+the reference loops ``torch.svd`` per sample). The standard deviation is the unbiased one
+(divisor n − 1), as the reference's ``torch.Tensor.std()`` computes (docs/analysis.md).
 """
 
 from __future__ import annotations
@@ -143,11 +144,11 @@ def dense_mlp_jacobians(model: Any, variables: Any, x: jax.Array,
 
 
 def ldi_arrays(jacobians: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Jittable (mean, std) of all singular values of (N, out, in) Jacobian stacks."""
+    """Jittable (mean, unbiased std) of all singular values of (N, out, in) Jacobian stacks."""
     with jax.default_matmul_precision("highest"):
         sv = jnp.concatenate([jnp.linalg.svd(j, compute_uv=False).reshape(-1)
                               for j in jacobians])
-    return jnp.mean(sv), jnp.std(sv)
+    return jnp.mean(sv), jnp.std(sv, ddof=1)
 
 
 def ldi(jacobians: Sequence[jax.Array]) -> dict[str, float]:

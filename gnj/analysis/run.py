@@ -94,6 +94,11 @@ def analyze(model: Any, variables: Any, images: jax.Array, num_probes: int = 16,
         result["nn_mass"] = float(nn_mass(model).mass)
     except ValueError:
         pass
+    else:  # the NN-Mass reference reports parameters and FLOPs next to NN-Mass
+        from gnj.models.flops import count_flops, count_params
+
+        result["params"] = count_params(variables)
+        result["flops"] = count_flops(model, tuple(images.shape[1:]), variables)
     return result
 
 

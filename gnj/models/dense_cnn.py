@@ -17,19 +17,19 @@ tc_k ≥ 0 like the reference. The cell's output is out_{D−1}. Head (reference
 another length (the Linear infers it), or ``head="global"`` uses a global mean instead.
 
 ``kind="depthwise"`` (``depth_wise_dense_cnn``): layers j ≥ 1, and layer 0 of cells > 0 (with
-stride 2), use ``conv_depth`` in place of the 3×3 conv (+ norm): 1×1 (in→w) → N → φ →
-depthwise 3×3 (stride) → N → φ → 1×1 (w→w) → N; layer 0 of cell 0 stays a 3×3 conv + N.
-REFERENCE.md says "layers j ≥ 1 are conv_depth; the first layer of cells > 0 has stride [2,1]"
-and does not give conv_depth's hidden width. Our reading (hidden width w_k, the first layer of
-later cells a strided conv_depth) gives 866,824 parameters for the train_cifar defaults (D 13,
-tc 40/80/125, 10 classes), within 0.1 % of the 867,656 in the reference log; the exact layout
-could not be recovered from the description (see docs/models_part2.md).
+stride 2), use ``conv_depth`` in place of the 3×3 conv: 1×1 (in→w) → N → φ → depthwise 3×3
+(stride) → N → φ → 1×1 (w→w) → N; layer 0 of cell 0 stays a 3×3 conv. As in the reference, the
+cell's own norm N₀ / N₁ still follows layers 0 and 1 whatever the layer type (so a conv_depth
+layer 0 or 1 ends in two norms in a row). This gives the reference's 867,656 parameters for the
+train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/models_part2.md.
 
 Quirks and deliberate choices:
 
-- Links: ``numpy.random.RandomState(topology_seed)`` (default 2, mirroring the reference's
-  ``random.seed(2)``), one ``choice(paths, links, replace=False)`` per layer, cell by cell; the
-  topology is fixed per seed but is not the sequence Python's ``random.sample`` draws.
+- Links (``gnj.models.links``): ``link_sampler="python_random"`` (default) draws them exactly as
+  the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
+  reference's ``random.seed(2)``), ``random.sample`` per layer, cell by cell, indices in the
+  order drawn: the reference's own links. ``link_sampler="numpy"`` uses NumPy's
+  ``RandomState(topology_seed)`` instead (sorted; another topology of the same density).
 - ``bn_eval_quirk=False`` (default): norms run in train mode when training. ``True`` reproduces
   the reference, whose layer/norm lists are put in eval mode and never switched back
   [as-written]: every norm always uses its running statistics (BatchNorm: 0/1, never updated,
@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
+from gnj.models import links as link_sampling
 from gnj.registry import MODELS
 
 KINDS = ("regular", "depthwise")
@@ -68,15 +69,11 @@ def cell_link_counts(width: int, cell_depth: int, tc: int) -> tuple[list[int], l
     return paths, [min(tc, p) for p in paths]
 
 
-def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int
-                      ) -> list[list[np.ndarray]]:
-    """Sorted link indices into pool_j for every cell and layer j = 2 … D−1."""
-    rs = np.random.RandomState(seed)
-    out = []
-    for w, tc in zip(widths, tcs):
-        paths, links = cell_link_counts(w, cell_depth, tc)
-        out.append([np.sort(rs.choice(p, size=k, replace=False)) for p, k in zip(paths, links)])
-    return out
+def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int,
+                      sampler: str = "python_random") -> list[list[np.ndarray]]:
+    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``gnj.models.links``)."""
+    groups = [cell_link_counts(w, cell_depth, tc) for w, tc in zip(widths, tcs)]
+    return link_sampling.sample_links(groups, seed, sampler)
 
 
 class ConvDepth(nn.Module):
@@ -151,6 +148,7 @@ class DenseCNN(nn.Module):
     tc: tuple[int, ...] = (40, 80, 125)
     num_cells: int = 3
     topology_seed: int = 2
+    link_sampler: str = "python_random"
     strict_tc: bool = True
     kind: str = "regular"
     norm: str = "batch"
@@ -196,12 +194,13 @@ class DenseCNN(nn.Module):
                 raise ValueError(f"{m}: tc {tc} of cell {k} exceeds the largest link pool "
                                  f"({largest} = (cell_depth−2)·width {w}); allowed: 0 … "
                                  f"{largest} (or any tc ≥ 0 with strict_tc=False)")
+        link_sampling.check_sampler(self.link_sampler, m)
         return widths
 
     def links(self) -> list[list[np.ndarray]]:
         """Link indices per cell and layer j = 2 … D−1 (into pool_j, newest first)."""
         return sample_cell_links(self.widths(), self.cell_depth, tuple(self.tc),
-                                 self.topology_seed)
+                                 self.topology_seed, self.link_sampler)
 
     def _check_input(self, x: jax.Array) -> None:
         # each stride-2 cell maps n → ⌈n/2⌉; the 2×2 pool needs a final map of at least 2×2
@@ -222,10 +221,11 @@ class DenseCNN(nn.Module):
                 w, stride, pre, op, post, self.norm, self.act, self.conv, self.weight_init,
                 self.bn_eval_quirk, name=f"cell{k}_layer{j}")
             dw0 = depthwise and k > 0  # the first layer of later cells is a strided conv_depth
+            # layers 0 and 1 end in the cell's norm whatever their type, like the reference
             outs = [layer(0, 1 if k == 0 else 2, "none", "conv_depth" if dw0 else "conv",
-                          not dw0)(x, train)]
-            outs.append(layer(1, 1, "act", "conv_depth" if depthwise else "conv",
-                              not depthwise)(outs[0], train))
+                          True)(x, train)]
+            outs.append(layer(1, 1, "act", "conv_depth" if depthwise else "conv", True)(
+                outs[0], train))
             for j in range(2, self.cell_depth):
                 pool = jnp.concatenate(outs[j - 1:0:-1], axis=-1)  # [out_{j−1}, …, out₁]
                 idx = links[k][j - 2]

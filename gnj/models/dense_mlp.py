@@ -15,12 +15,14 @@ tc 16 — the same, fully linked network — or tc 20 with ``strict_tc=False``.
 
 Deliberate differences from the reference:
 
-- The topology is drawn from ``numpy.random.default_rng(topology_seed)`` (the reference calls
-  ``random.sample`` unseeded, so each instance differs); vary ``topology_seed`` to average over
+- The reference calls ``random.sample`` unseeded, so each instance differs. Here the links come
+  from ``gnj.models.links``: ``link_sampler="python_random"`` (default) draws them as the
+  reference does (``random.sample`` per layer, indices in the order drawn) from
+  ``random.Random(topology_seed)``, i.e. the reference's topology after
+  ``random.seed(topology_seed)``; ``link_sampler="numpy"`` uses NumPy's
+  ``RandomState(topology_seed)`` (sorted indices). Vary ``topology_seed`` to average over
   topologies, as ``ldi.py`` does with its 5 iterations.
 - The reference's BatchNorm1d modules are built but never used; they are left out.
-- Link indices are sorted (the reference keeps ``random.sample``'s order; the order only permutes
-  the columns of W_j, which is the same distribution of networks).
 
 Analysis hooks (for LDI, ``gnj.analysis.ldi``; §4.3):
 
@@ -45,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
+from gnj.models import links as link_sampling
 from gnj.registry import MODELS
 
 
@@ -54,15 +57,14 @@ def link_counts(width: int, depth: int, tc: int) -> tuple[list[int], list[int]]:
     return paths, [min(tc, p) for p in paths]
 
 
-def sample_links(width: int, depth: int, tc: int, seed: int) -> list[np.ndarray]:
-    """Sorted link indices into ``feat_{j−2}`` for every layer j = 2 … d−1.
+def sample_links(width: int, depth: int, tc: int, seed: int,
+                 sampler: str = "python_random") -> list[np.ndarray]:
+    """Link indices into ``feat_{j−2}`` for every layer j = 2 … d−1 (``gnj.models.links``).
 
     ``feat_{j−2} = [o_{j−2}, …, o₀]`` (newest first), so index i picks unit ``i mod w`` of
     output ``o_{j−2−i//w}``.
     """
-    rng = np.random.default_rng(seed)
-    paths, links = link_counts(width, depth, tc)
-    return [np.sort(rng.choice(p, size=k, replace=False)) for p, k in zip(paths, links)]
+    return link_sampling.sample_links([link_counts(width, depth, tc)], seed, sampler)[0]
 
 
 def _torch_bias(fan_in: int):
@@ -112,6 +114,7 @@ class DenseMLP(nn.Module):
     depth: int = 4
     tc: int = 16
     topology_seed: int = 0
+    link_sampler: str = "python_random"
     strict_tc: bool = True
     num_classes: int = 10
     act: str = "elu"
@@ -126,6 +129,7 @@ class DenseMLP(nn.Module):
         if self.depth < 3:
             raise ValueError(f"dense_mlp: depth {self.depth} must be ≥ 3 (two layers without "
                              "links, then linked layers)")
+        link_sampling.check_sampler(self.link_sampler, "dense_mlp")
         max_pool = (self.depth - 2) * self.width
         strict = self.strict_tc if strict is None else strict
         if self.tc < 0:
@@ -138,7 +142,8 @@ class DenseMLP(nn.Module):
     def links(self) -> list[np.ndarray]:
         """Link indices of layers 2 … d−1 (into ``feat_{j−2}``, see :func:`sample_links`)."""
         self.check()
-        return sample_links(self.width, self.depth, self.tc, self.topology_seed)
+        return sample_links(self.width, self.depth, self.tc, self.topology_seed,
+                            self.link_sampler)
 
     def structure(self, in_features: int) -> list[dict[str, Any]]:
         """Per layer: ``in``/``out`` features, ``links`` (indices or None), φ placement."""

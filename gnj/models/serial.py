@@ -9,7 +9,9 @@
 
 Depth 32 has 31 convs + 1 Linear. Conv bias only when there is no norm. ``conv`` picks the conv
 class (``plain``, ``centered`` (CenterConv2d), ``normed`` (WnConv2d)); the reference's
-``norm_fn='wn'`` is ``norm="mean_only", conv="weight_norm"``. Every conv, stem included, uses
+``norm_fn='wn'`` is ``norm="mean_only", conv="weight_norm_torch"`` (PyTorch's
+``nn.utils.weight_norm``: g = ‖W‖ at init, no eps; ``conv="weight_norm"`` is Beyond-BN's
+variant, g = 1 and eps 1e-5). Every conv, stem included, uses
 ``weight_init`` with the activation's gain (plain ``nn.Conv2d`` in GNEDNN's ``initialization()``);
 the classifier is kaiming_normal with the ReLU gain (its ``nn.Linear`` rule).
 """

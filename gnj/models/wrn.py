@@ -3,8 +3,13 @@
 **ConstNet** (``wrn_constnet``): a Wide ResNet with *single-conv* blocks, channels
 [16, 16k, 32k, 64k], n = (depth − 4)/3 blocks per stage (the reference's rule for its single-conv
 blocks: depth 16 → 4 blocks per stage). BN path: x̂ = BN(x), out = conv3×3(ReLU(x̂)) [+ dropout],
-out += x if the shape is kept, else conv1×1(x̂) (the projection takes the BN output, not its
-ReLU). Fixup path (``norm="none"``): x̂ = x + b₀, out = s·(conv(ReLU(x̂)) + b₁). Head: stem
+out += x if the shape is kept, else conv1×1(ReLU(x̂)). Fixup path (``norm="none"``): x̂ = x + b₀,
+out = s·(conv(ReLU(x̂)) + b₁), same residual rule. The 1×1 projection reads ReLU(x̂): the
+reference's ReLU is in place, so by the time its projection reads x̂ the tensor holds ReLU(x̂)
+[as-written] (docs/models_part1.md, "ConstNet projection input").
+``projection_after_relu=False`` feeds the projection x̂ itself (gnj's behaviour before it
+followed the reference; 0.4 relative forward difference).
+Head: stem
 conv3×3 → stages → ReLU → global mean → fc. ConstNet init: block convs 0, stem and 1×1
 projections ``const_avg`` (1/in at the centre tap), fc 0 — every channel of every layer is
 identical and stays so unless something breaks the symmetry: ``noise_scale`` (explicit forward
@@ -48,6 +53,7 @@ class ConstBlock(nn.Module):
     varnet: bool
     droprate: float
     noise_scale: float
+    projection_after_relu: bool = True
 
     is_block: ClassVar[bool] = True
 
@@ -59,8 +65,9 @@ class ConstBlock(nn.Module):
         else:
             xh = common.make_norm(self.norm, "norm")(x, train)
         conv_init = inits.varnet() if self.varnet else inits.zeros()
+        act = nn.relu(xh)
         out = common.conv("plain", self.features, 3, self.stride, kernel_init=conv_init,
-                          name="conv")(nn.relu(xh))
+                          name="conv")(act)
         out = SymmetryNoise(self.noise_scale)(out, train)
         if fixup:
             out = self.param("scale", nn.initializers.ones, (), jnp.float32) * (
@@ -71,7 +78,7 @@ class ConstBlock(nn.Module):
             return x + out
         res_init = inits.varnet(relu_gain=False) if self.varnet else inits.const_avg()
         res = common.conv("plain", self.features, 1, self.stride, kernel_init=res_init,
-                          name="conv_res")(xh)
+                          name="conv_res")(act if self.projection_after_relu else xh)
         return SymmetryNoise(self.noise_scale)(res, train) + out
 
 
@@ -86,6 +93,7 @@ class ConstNet(nn.Module):
     dropl1: bool = False
     noise_scale: float = 0.0
     double_forward: bool = False
+    projection_after_relu: bool = True
 
     tiny: ClassVar[dict] = dict(depth=7, widen_factor=1, input_shape=(8, 8, 3))
 
@@ -103,7 +111,8 @@ class ConstNet(nn.Module):
         widths = [16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor]
         for stage, width in enumerate(widths):
             blocks = [ConstBlock(width, 2 if stage > 0 and i == 0 else 1, self.norm, self.varnet,
-                                 self.droprate, self.noise_scale, name=f"stage{stage + 1}_block{i}")
+                                 self.droprate, self.noise_scale, self.projection_after_relu,
+                                 name=f"stage{stage + 1}_block{i}")
                       for i in range(n)]
             inp = x
             for _ in range(2 if self.double_forward else 1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -109,21 +110,26 @@ class PReLU(nn.Module):
     """PyTorch ``nn.PReLU()``: one learnable slope shared by all channels, init 0.25.
 
     ``normalized=True`` gives GNEDNN's sPReLU, prelu(x, a)/√(1+a²) (its clamp of a is a no-op
-    in the reference [as-written], so a is not clamped here either).
+    in the reference [as-written], so a is not clamped here either). The slope is created in
+    ``param_dtype``.
     """
 
     init_slope: float = 0.25
     normalized: bool = False
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        a = self.param("slope", nn.initializers.constant(self.init_slope), (), jnp.float32)
+        a = self.param("slope", nn.initializers.constant(self.init_slope), (), self.param_dtype)
         y = jnp.where(x >= 0, x, a * x)
         return y * jax.lax.rsqrt(1 + a * a) if self.normalized else y
 
 
-ACTIVATIONS.register("prelu")(lambda init_slope=0.25: PReLU(init_slope))
-ACTIVATIONS.register("sprelu")(lambda init_slope=0.25: PReLU(init_slope, normalized=True))
+ACTIVATIONS.register("prelu")(
+    lambda init_slope=0.25, param_dtype=jnp.float32: PReLU(init_slope, param_dtype=param_dtype))
+ACTIVATIONS.register("sprelu")(
+    lambda init_slope=0.25, param_dtype=jnp.float32: PReLU(init_slope, normalized=True,
+                                                          param_dtype=param_dtype))
 
 
 def seluv2_constants(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07

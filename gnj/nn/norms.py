@@ -548,9 +548,11 @@ class FilterResponseNorm(_Affine):
     """Filter Response Normalization with its TLU (Singh & Krishnan 2020).
 
     ν² = mean_{H,W} x² per sample and channel; y = γ·x/√(ν² + |ε|) + β; then, with ``tlu=True``
-    (default), TLU: z = max(y, τ). As in Beyond-BatchNorm ``FRN_self`` + ``TLU`` (REFERENCE.md
-    §2.4): ε is a learnable per-channel parameter ``eps`` (init ``epsilon`` = 1e-5, used as |ε|;
-    ``learnable_eps=False`` makes it a constant) and τ (``tau``) is per channel, init 0.
+    (default), TLU: z = max(y, τ). As in Beyond-BatchNorm ``FRN_self`` + ``TLU``
+    (docs/norms.md): ε is one learnable scalar ``eps`` per layer (shape (), init ``epsilon`` =
+    1e-5, used as |ε|); ``per_channel_eps=True`` learns one ε per channel instead (C − 1 more
+    parameters per layer, gnj's earlier form); ``learnable_eps=False`` makes it a constant. τ
+    (``tau``) is per channel, init 0.
 
     The TLU is part of this module (the FRN paper's "FRN layer"), because in the reference it
     *replaces* the activation: pair ``norm="frn"`` with ``act="identity"``. ``frn(tlu=False)`` is
@@ -558,6 +560,7 @@ class FilterResponseNorm(_Affine):
     """
 
     learnable_eps: bool = True
+    per_channel_eps: bool = False
     tlu: bool = True
 
     needs_batch_stats: ClassVar[bool] = False
@@ -567,8 +570,9 @@ class FilterResponseNorm(_Affine):
         del train
         c = _channels(self, x)
         nu2 = jnp.mean(jnp.square(x.astype(_compute_dtype(x))), spatial_axes(x), keepdims=True)
-        eps = (self.param("eps", nn.initializers.constant(self.epsilon), (c,), self.param_dtype)
-               if self.learnable_eps else self.epsilon)
+        eps_shape = (c,) if self.per_channel_eps else ()
+        eps = (self.param("eps", nn.initializers.constant(self.epsilon), eps_shape,
+                          self.param_dtype) if self.learnable_eps else self.epsilon)
         y = self._affine(x * jax.lax.rsqrt(nu2 + jnp.abs(eps)), (c,))
         if self.tlu:
             y = jnp.maximum(y, self.param("tau", nn.initializers.zeros, (c,), self.param_dtype))

@@ -348,7 +348,9 @@ class OnlineNorm(nn.Module):
         their constants.
       streams: 1 = one stream over the global batch; k or ``"devices"`` = k streams over
         contiguous chunks (per-device streams when k is the device count).
-      param_dtype: dtype of γ, β and the four streams; the computation runs in it too.
+      param_dtype: dtype of γ, β and the four streams. The computation runs in
+        promote(input dtype, float32, param_dtype), the norms' rule: float64 input stays
+        float64 with float32 parameters, bfloat16 input is computed in float32.
     """
 
     decay_forward: float | None = None
@@ -408,23 +410,28 @@ class OnlineNorm(nn.Module):
         self._check(x, train)
         alpha_f, alpha_b = self.decays()
         c = x.shape[-1]
-        dt = self.param_dtype
-        mu = self.variable("batch_stats", "mean", jnp.zeros, (c,), dt)
-        var = self.variable("batch_stats", "var", jnp.ones, (c,), dt)
-        u = self.variable(BACKWARD_STATE, "u", jnp.zeros, (c,), dt)
-        v = self.variable(BACKWARD_STATE, "v", jnp.zeros, (c,), dt)
+        pdt = self.param_dtype
+        mu = self.variable("batch_stats", "mean", jnp.zeros, (c,), pdt)
+        var = self.variable("batch_stats", "var", jnp.ones, (c,), pdt)
+        u = self.variable(BACKWARD_STATE, "u", jnp.zeros, (c,), pdt)
+        v = self.variable(BACKWARD_STATE, "v", jnp.zeros, (c,), pdt)
+        # compute dtype: float64 input stays float64 whatever param_dtype (the norms' rule)
+        dt = jnp.promote_types(jnp.promote_types(x.dtype, jnp.float32), pdt)
         if train and not self.is_initializing():
             flat = jnp.reshape(x, (x.shape[0], -1, c)).astype(dt)
-            y, new_mu, new_var = online_norm_core(flat, mu.value, var.value, u.value, v.value,
-                                                  alpha_f, alpha_b, self.eps, self.num_streams())
-            mu.value, var.value = new_mu, new_var
+            y, new_mu, new_var = online_norm_core(
+                flat, mu.value.astype(dt), var.value.astype(dt), u.value.astype(dt),
+                v.value.astype(dt), alpha_f, alpha_b, self.eps, self.num_streams())
+            mu.value = new_mu.astype(mu.value.dtype)
+            var.value = new_var.astype(var.value.dtype)
         else:
-            y = (x.astype(dt) - mu.value) * jax.lax.rsqrt(var.value + self.eps)
+            y = (x.astype(dt) - mu.value.astype(dt)) * jax.lax.rsqrt(
+                var.value.astype(dt) + self.eps)
         y = jnp.reshape(y, x.shape)
         if self.use_scale:
-            y = y * self.param("scale", nn.initializers.ones, (c,), dt)
+            y = y * self.param("scale", nn.initializers.ones, (c,), pdt).astype(dt)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (c,), dt)
+            y = y + self.param("bias", nn.initializers.zeros, (c,), pdt).astype(dt)
         return self._ecm(y).astype(x.dtype)
 
     def _ecm(self, y: jax.Array) -> jax.Array:

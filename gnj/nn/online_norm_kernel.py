@@ -163,4 +163,4 @@ def backward(g: jax.Array, y: jax.Array, stats, u0: jax.Array, v0: jax.Array, al
     dx, u, v = _call("bwd", g.dtype, [g.shape, (c,), (c,)], g, y.astype(g.dtype), s, mean_y,
                      mean_y2, u0.astype(g.dtype), v0.astype(g.dtype),
                      alpha_b=np.float64(alpha_b), streams=np.int64(k))
-    return dx, u, v
+    return dx, u.astype(u0.dtype), v.astype(v0.dtype)  # the streams' cotangents keep their dtype

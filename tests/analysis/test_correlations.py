@@ -54,7 +54,8 @@ def test_kernel_row_sets_follow_the_torch_layout():
                                                 rel=1e-12)
     dense = rng.normal(size=(4, 6))  # flax (in, out) = torch (out, in)ᵀ
     got = correlations.layer_correlations(dense)
-    assert set(got) == {"forward", "backward"}
+    # kernel rows of a dense layer have one element: no variance, NaN → 1 (the reference's value)
+    assert got["correlations"] == 1.0
     assert got["forward"] == pytest.approx(_reference_mean_corr(dense.T), rel=1e-12)
     assert got["backward"] == pytest.approx(_reference_mean_corr(dense), rel=1e-12)
 
@@ -68,7 +69,7 @@ def test_weight_correlations_log_values_and_diversity():
     rho_fc = correlations.layer_correlations(params["block"]["fc"]["kernel"])
     assert got["conv/forward"] == pytest.approx(-math.log(abs(rho_conv["forward"])))
     assert got["block/fc/backward"] == pytest.approx(-math.log(abs(rho_fc["backward"])))
-    assert "conv/correlations" in got and "block/fc/correlations" not in got
+    assert "conv/correlations" in got and got["block/fc/correlations"] == 0.0  # −log 1
     assert not any(k.startswith("conv/bias") for k in got)
     expected = sum(math.log(math.sqrt(1 - r["backward"] ** 2)) for r in (rho_conv, rho_fc))
     assert got["diversity"] == pytest.approx(expected, rel=1e-12)
@@ -114,3 +115,46 @@ def test_constnet_run_logs_correlations_every_epoch(tfds_dir, tmp_path):
     for key, value in expected.items():
         got = last[f"corr/{key}"]
         assert (math.isnan(got) and not math.isfinite(value)) or got == pytest.approx(value)
+
+
+def _reference_cross(a_rows, b_rows):
+    """The reference's cross_correllation: mean cosine of all row pairs, NaN → 1."""
+    if a_rows.shape[1] != b_rows.shape[1]:
+        return math.nan
+    c = np.zeros((len(a_rows), len(b_rows)))
+    for i, a in enumerate(a_rows):
+        for j, b in enumerate(b_rows):
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            c[i, j] = 1.0 if na == 0 or nb == 0 else a @ b / (na * nb)
+    return c.mean()
+
+
+def test_cross_correlation_between_two_layers():
+    rng = np.random.default_rng(5)
+    w1, w2 = rng.normal(size=(6, 4, 3, 3)), rng.normal(size=(5, 4, 3, 3))  # torch (out, in, k, k)
+    w2[1] = 0.0  # a zero row: cosine NaN → 1
+    k1, k2 = w1.transpose(2, 3, 1, 0), w2.transpose(2, 3, 1, 0)
+    got = correlations.cross_correlation(k1, k2)
+    assert got == pytest.approx(_reference_cross(w1.reshape(6, -1), w2.reshape(5, -1)), rel=1e-12)
+    w3 = rng.normal(size=(6, 7, 3, 3))  # backward rows of length out·k·k: 6·9 for w1 and w3
+    got = correlations.cross_correlation(k1, w3.transpose(2, 3, 1, 0), forward=False)
+    expected = _reference_cross(w1.transpose(1, 0, 2, 3).reshape(4, -1),
+                                w3.transpose(1, 0, 2, 3).reshape(7, -1))
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(correlations.cross_correlation(k1, w3.transpose(2, 3, 1, 0)))
+    # a dense kernel (in, out) has torch rows (out, in)
+    d1, d2 = rng.normal(size=(8, 3)), rng.normal(size=(8, 5))
+    assert correlations.cross_correlation(d1, d2) == pytest.approx(
+        _reference_cross(d1.T, d2.T), rel=1e-12)
+    params = {"a": {"kernel": k1}, "b": {"kernel": k2}, "a_bias": {"bias": np.ones(3)}}
+    pairs = correlations.cross_correlations(params)
+    assert set(pairs) == {"a~a", "a~b", "b~b"}
+    assert pairs["a~b"] == pytest.approx(correlations.cross_correlation(k1, k2))
+    with pytest.raises(ValueError, match=r"no kernel at \['c'\]; layers with kernels: \['a', 'b"):
+        correlations.cross_correlations(params, ["a", "c"])
+    hook = correlations.build_hook(
+        {"analysis": {"cross_correlation_layers": "a, b"}, "seed": 0})
+    state = type("State", (), {"params": params})()
+    logged = hook(state, {})
+    assert logged["corr/cross/a~b"] == pytest.approx(pairs["a~b"])
+    assert "corr/a/forward" in logged and "corr/diversity" in logged

@@ -19,7 +19,7 @@ def test_ldi_of_one_linear_layer_is_its_mean_singular_value():
         got = ldi.ldi_of_layers([ldi.Layer(jnp.asarray(w))], act="elu", num_samples=3)
     sv = np.linalg.svd(w, compute_uv=False)
     assert got["ldi_mean"] == pytest.approx(sv.mean(), rel=1e-12)
-    assert got["ldi_std"] == pytest.approx(sv.std(), rel=1e-12)
+    assert got["ldi_std"] == pytest.approx(np.tile(sv, 3).std(ddof=1), rel=1e-12)  # torch .std()
 
 
 @pytest.mark.parametrize("quirk", ["correct", "reference"])
@@ -41,7 +41,7 @@ def test_ldi_of_a_two_layer_elu_chain_matches_numpy(quirk):
         svs.append(np.linalg.svd(w1, compute_uv=False))
     svs = np.concatenate(svs)
     assert got["ldi_mean"] == pytest.approx(svs.mean(), rel=1e-12)
-    assert got["ldi_std"] == pytest.approx(svs.std(), rel=1e-12)
+    assert got["ldi_std"] == pytest.approx(svs.std(ddof=1), rel=1e-12)
 
 
 def test_the_quirk_differs_from_the_correct_derivative():
@@ -82,7 +82,7 @@ def test_ldi_of_dense_mlp_matches_numpy(quirk):
             o.append(W(j) @ (inp if j == 3 else ELU(inp)) + p[f"layer{j}"]["bias"])
         svs.extend(np.concatenate([np.linalg.svd(J, compute_uv=False) for J in jac]))
     np.testing.assert_allclose(got["ldi_mean"], np.mean(svs), rtol=1e-10)
-    np.testing.assert_allclose(got["ldi_std"], np.std(svs), rtol=1e-10)
+    np.testing.assert_allclose(got["ldi_std"], np.std(svs, ddof=1), rtol=1e-10)
 
 
 def test_ldi_is_jittable_and_batched():
@@ -91,4 +91,4 @@ def test_ldi_is_jittable_and_batched():
     mean, std = jax.jit(ldi.ldi_arrays)(jacs)
     sv = np.linalg.svd(np.asarray(jacs[0], np.float64), compute_uv=False)
     assert float(mean) == pytest.approx(sv.mean(), rel=1e-5)
-    assert float(std) == pytest.approx(sv.std(), rel=1e-4)
+    assert float(std) == pytest.approx(sv.std(ddof=1), rel=1e-4)

@@ -48,6 +48,9 @@ def test_analyze_given_model_variables_and_images_dense_mlp(tmp_path):
     assert result["ldi"]["elu_derivative"] == "reference" and result["ldi"]["ldi_mean"] > 0
     # NN-Mass ρ·w·d: links min(3, 4) + min(3, 8) over paths 4 + 8 → ρ = 0.5.
     assert result["nn_mass"] == pytest.approx(0.5 * 4 * 4)
+    # next to it, as the reference logs them: layers (in → out) 6→4, 4→4, 7→4, 7→3;
+    # params Σ in·out + out, FLOPs Σ 2·in·out + out
+    assert result["params"] == 89 + 15 and result["flops"] == 2 * 89 + 15
     # The network Jacobian fits: moments and spectrum both exact, from the same Jacobians.
     net = result["spectrum"]["network"]
     assert result["network"]["method"] == "exact" and net["method"] == "exact"

@@ -2,6 +2,8 @@
 counts, forwards against NumPy re-derivations, the reference's quirk options, init conventions and
 bad input."""
 
+import random
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,8 +112,9 @@ def dense_cnn_count(cell_depth, widths, tcs, classes, depthwise, final_hw=4):
 
     total, cin = 0, 3
     for k, (w, tc) in enumerate(zip(widths, tcs)):
-        total += conv_depth(cin, w) if (depthwise and k > 0) else conv(cin, w, 3) + bn(w)
-        total += conv_depth(w, w) if depthwise else conv(w, w, 3) + bn(w)
+        # layers 0 and 1 end in the cell's norm whatever their type (the reference's norm_list)
+        total += (conv_depth(cin, w) if (depthwise and k > 0) else conv(cin, w, 3)) + bn(w)
+        total += (conv_depth(w, w) if depthwise else conv(w, w, 3)) + bn(w)
         for j in range(2, cell_depth):
             fan = w + min(tc, (j - 1) * w)
             total += bn(fan) + (conv_depth(fan, w) if depthwise else conv(fan, w, 3))
@@ -124,6 +127,12 @@ def test_dense_cnn_counts(name, depthwise):
     m = build({"name": name, "cell_depth": 13, "wm": 2, "tc": (40, 80, 125)}, 10)
     assert n_params(m, (32, 32, 3)) == dense_cnn_count(13, (32, 64, 128), (40, 80, 125), 10,
                                                        depthwise)
+
+
+def test_dense_cnn_depthwise_count_is_the_references():
+    # the reference's depth_wise_dense_cnn(13, 2, [40, 80, 125]) has 867,656 parameters (its
+    # release log; also the count of its module built with torch)
+    assert n_params(build({"name": "dense_cnn_depthwise"}, 10), (32, 32, 3)) == 867_656
 
 
 def test_dense_cnn_other_input_sizes():
@@ -274,12 +283,9 @@ def np_dense_cnn(p, s, x, cell_depth, links, depthwise):
 
     for k in range(len(links)):
         n = lambda j, k=k: f"cell{k}_layer{j}"
-        if depthwise and k > 0:
-            outs = [op(n(0), x, 2, True)]
-        else:
-            outs = [norm([n(0), "post_norm"], op(n(0), x, 1 if k == 0 else 2, False))]
-        o1 = op(n(1), relu(outs[0]), 1, depthwise)
-        outs.append(o1 if depthwise else norm([n(1), "post_norm"], o1))
+        o0 = op(n(0), x, 1 if k == 0 else 2, depthwise and k > 0)
+        outs = [norm([n(0), "post_norm"], o0)]  # the cell's norm follows layers 0, 1 always
+        outs.append(norm([n(1), "post_norm"], op(n(1), relu(outs[0]), 1, depthwise)))
         for j in range(2, cell_depth):
             pool = np.concatenate(outs[::-1][:j - 1], -1)  # out_{j−1}, …, out_1 (predecessor in)
             inp = np.concatenate([outs[-1], pool[..., links[k][j - 2]]], -1)
@@ -304,9 +310,35 @@ def test_dense_cnn_forward_matches_numpy(name, depthwise):
     np.testing.assert_allclose(y, expect, rtol=1e-10, atol=1e-10)
 
 
-def test_dense_cnn_links_use_randomstate_and_include_predecessor():
+def test_dense_cnn_links_are_the_references():
+    # the first links of cell 0 (layers 2, 3) and of cell 2's last layer, as drawn by the
+    # reference's depth_wise_dense_cnn(13, 2, [40, 80, 125]) (random.seed(2), random.sample)
+    for name in ("dense_cnn", "dense_cnn_depthwise"):
+        links = build({"name": name}, 10).links()
+        assert links[0][0][:6].tolist() == [3, 2, 30, 11, 26, 5]
+        assert links[0][1][:6].tolist() == [21, 35, 11, 15, 14, 1]
+        assert links[2][10][:5].tolist() == [557, 1219, 35, 100, 1156]
+    # re-derived: one random.Random(seed) stream, random.sample per layer, cell by cell, unsorted
     m = build({"name": "dense_cnn", "cell_depth": 5, "wm": 0.25, "tc": (2, 16), "num_cells": 2,
                "topology_seed": 7}, 3)
+    stream = random.Random(7)
+    expect = [stream.sample(range(p), k) for p, k in ((4, 2), (8, 2), (12, 2), (8, 8), (16, 16),
+                                                      (24, 16))]
+    assert [a.tolist() for cell in m.links() for a in cell] == expect
+
+
+def test_dense_mlp_links_are_the_references_after_random_seed():
+    # the reference's Dense_MLP(4, 6, 6) built right after random.seed(5) draws these links
+    m = build({"name": "dense_mlp", "width": 4, "depth": 6, "tc": 6, "topology_seed": 5}, 3)
+    assert [a.tolist() for a in m.links()] == [[2, 3, 1, 0], [7, 6, 1, 0, 5, 4],
+                                               [5, 7, 3, 6, 1, 4], [7, 0, 11, 3, 6, 4]]
+    with pytest.raises(ValueError, match="unknown link_sampler 'torch'; valid: python_random"):
+        build({"name": "dense_mlp", "link_sampler": "torch"}, 3).links()
+
+
+def test_dense_cnn_numpy_links_use_randomstate_and_include_predecessor():
+    m = build({"name": "dense_cnn", "cell_depth": 5, "wm": 0.25, "tc": (2, 16), "num_cells": 2,
+               "topology_seed": 7, "link_sampler": "numpy"}, 3)
     rs = np.random.RandomState(7)
     expect = [[np.sort(rs.choice(p, k, replace=False)) for p, k in ((4, 2), (8, 2), (12, 2))],
               [np.sort(rs.choice(p, k, replace=False)) for p, k in ((8, 8), (16, 16), (24, 16))]]

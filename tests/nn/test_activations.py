@@ -170,3 +170,14 @@ def test_seluv2_epsilon_bound_is_where_lambda_vanishes():
     assert lam < 0.01 and alpha > 100
     with pytest.raises(ValueError, match="no solution"):
         activations.seluv2_constants(1.0, 1.0, bound + 1e-6)
+
+
+@pytest.mark.parametrize("name", ["prelu", "sprelu"])
+def test_prelu_slope_is_created_in_param_dtype(name):
+    x = jnp.linspace(-2.0, 2.0, 9)
+    with jax.enable_x64(True):
+        module = ACTIVATIONS.lookup(f"{name}(param_dtype='float64')")()
+        v = module.init(jax.random.PRNGKey(0), x.astype(jnp.float64))
+        assert v["params"]["slope"].dtype == jnp.float64
+    module = ACTIVATIONS.lookup(f"{name}(param_dtype='bfloat16')")()
+    assert module.init(jax.random.PRNGKey(0), x)["params"]["slope"].dtype == jnp.bfloat16

@@ -183,7 +183,8 @@ def ref_frn(tlu: bool):
     def f(x, p, s, train):
         t = nchw(x)
         nu2 = (t * t).mean((2, 3), keepdims=True)
-        eps = ch(p["eps"])
+        eps = np.asarray(p["eps"])  # one scalar per layer (reference), or per channel (option)
+        eps = ch(eps) if eps.ndim else eps
         y = affine(t / np.sqrt(nu2 + eps * np.sign(eps.real)), p)  # |eps|, complex-step safe
         if tlu:
             y = cmax(y, ch(p["tau"]))
@@ -256,6 +257,7 @@ CASES = [
     Case("frn", ref_frn(True), {}),
     Case("frn(tlu=False)", ref_frn(False), {}),
     Case("frn", ref_frn(True), {}, (3, 6)),
+    Case("frn(per_channel_eps=True)", ref_frn(True), {}),
     Case("evonorm_s0(groups=4)", ref_evonorm_s0(4, 1), {}),
     Case("evonorm_s0(groups=2, unbiased=False)", ref_evonorm_s0(2, 0), {}),
     Case("evonorm_b0", ref_evonorm_b0, {"var": 1.0}),
@@ -589,3 +591,17 @@ def test_batch_norm_module_gradient_without_affine_and_under_vmap():
     want = jax.vmap(jax.grad(lambda xi, ci: jnp.sum(
         _plain_bn(xi.reshape(-1, 5), ones, zeros).reshape(xi.shape) * ci)))(x, cot)
     assert_close(got, want)
+
+
+def test_frn_learns_one_eps_per_layer_like_the_reference():
+    from gnj.models import build
+
+    x = jnp.ones((2, 4, 4, 6))
+    assert NORMS.lookup("frn")().init(jax.random.PRNGKey(0), x)["params"]["eps"].shape == ()
+    per_channel = NORMS.lookup("frn(per_channel_eps=True)")().init(jax.random.PRNGKey(0), x)
+    assert per_channel["params"]["eps"].shape == (6,)
+    # Beyond-BN VGG cfg_10 with FRN, 100 classes: the reference's module has 9,462,190
+    # parameters (one ε per FRN layer; per channel would add Σ (C − 1) = 2,934)
+    model = build({"name": "vgg", "cfg": "cfg_10", "norm": "frn", "act": "identity"}, 100)
+    v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    assert sum(a.size for a in jax.tree.leaves(v["params"])) == 9_462_190

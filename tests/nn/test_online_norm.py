@@ -304,3 +304,27 @@ def test_streams_are_identical_on_one_and_eight_devices(tmp_path):
     assert not all(np.allclose(a, b) for a, b in zip(runs[1][:half], runs[1][half:]))
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("COLLECTIVES"))
     assert line.endswith("[]"), line  # streams=8 on 8 devices: no all-gather / permute
+
+
+def test_float64_input_is_computed_in_float64_with_float32_parameters(impl):
+    """param_dtype float32 (the default) must not round a float64 input: output, input gradient
+    and γ/β gradients to 1e-10 of the float64 per-sample reference (float32 gives ~1e-7)."""
+    shape, af, ab = SHAPES["conv"], 0.75, 0.6
+    rng = np.random.default_rng(4)
+    gamma = rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32).astype(np.float64)
+    beta = (rng.normal(size=shape[-1]) * 0.1).astype(np.float32).astype(np.float64)
+    ref = NumpyOnlineNorm(shape[-1], af, ab)
+    with jax.enable_x64(True):
+        layer = OnlineNorm(decay_forward=af, decay_backward=ab)  # param_dtype float32
+        variables = layer.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.float64))
+        variables["params"] = {"scale": jnp.asarray(gamma, jnp.float32),
+                               "bias": jnp.asarray(beta, jnp.float32)}
+        x, g = rng.normal(size=shape) * 2 + 1, rng.normal(size=shape)
+        out, dx, dparams, new = _train_batch(layer, variables, jnp.asarray(x), jnp.asarray(g))
+        r_out, r_dx, _, _ = ref.step(x, gamma, beta, g)
+        assert out.dtype == dx.dtype == jnp.float64
+        assert new["batch_stats"]["mean"].dtype == new[BACKWARD_STATE]["u"].dtype == jnp.float32
+        np.testing.assert_allclose(out, r_out, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(dx, r_dx, rtol=1e-10, atol=1e-10)
+        y = layer.apply(new, jnp.asarray(x), train=False)
+        assert y.dtype == jnp.float64

@@ -1,0 +1,88 @@
+"""FLOPs of one forward pass of one sample, counted as the NN-Mass reference counts them.
+
+The reference (``Dense_MLP.param_num``) counts, per Linear layer, 2·in·out + out: two FLOPs per
+multiply-accumulate and one per bias addition; activations are not counted (docs/models_part2.md,
+"FLOPs"). gnj applies the same rule to every model:
+
+    FLOPs = 2 · Σ_{conv, matmul} MACs + Σ_{conv/dense layers with a bias} (output elements)
+
+with MACs(conv) = output elements · kh·kw·C_in/groups and MACs(matmul) = output elements · the
+contracted length, read from the traced eval-mode forward at batch 1; norms, activations,
+pooling, concatenation and additions of branches are not counted. For ``dense_mlp`` it is the
+reference's formula from the layer sizes (the traced forward also computes L₀x a second time
+for its LDI hook).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _sub_jaxprs(value: Any) -> list[Any]:
+    if hasattr(value, "eqns"):
+        return [value]
+    if hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+        return [value.jaxpr]
+    if isinstance(value, (tuple, list)):
+        return [j for v in value for j in _sub_jaxprs(v)]
+    return []
+
+
+def matmul_macs(jaxpr: Any) -> int:
+    """Multiply-accumulates of every ``conv_general_dilated`` and ``dot_general`` in a jaxpr
+    (sub-jaxprs included)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            out = eqn.outvars[0].aval.shape
+            rhs = eqn.invars[1].aval.shape
+            out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+            total += math.prod(out) * math.prod(rhs) // rhs[out_feature_dim]
+        elif name == "dot_general":
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += math.prod(eqn.outvars[0].aval.shape) * math.prod(
+                lhs[d] for d in lhs_contract)
+        for value in eqn.params.values():
+            for sub in _sub_jaxprs(value):
+                total += matmul_macs(sub)
+    return total
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...], variables: Any = None) -> int:
+    """FLOPs of ``model`` on one sample of ``input_shape`` (no batch axis); see the module doc."""
+    from gnj.models import dense_mlp
+
+    if isinstance(model, dense_mlp.DenseMLP):
+        rows = model.structure(math.prod(input_shape))
+        return sum(2 * r["inp"] * r["out"] + r["out"] for r in rows)
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    if variables is None:
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    bias_adds = 0
+
+    def count_bias(next_fun, args, kwargs, context):
+        nonlocal bias_adds
+        y = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and hasattr(y, "shape"):
+            own = context.module.variables.get("params", {})
+            if "kernel" in own and "bias" in own:
+                bias_adds += math.prod(y.shape)
+        return y
+
+    with nn.intercept_methods(count_bias):
+        jaxpr = jax.make_jaxpr(lambda v, z: model.apply(v, z, train=False))(variables, x)
+    return 2 * matmul_macs(jaxpr.jaxpr) + bias_adds
+
+
+def count_params(variables: Any) -> int:
+    """Number of parameters (the ``params`` collection)."""
+    params = variables.get("params", variables) if isinstance(variables, dict) else variables
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))

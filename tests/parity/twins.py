@@ -1,0 +1,504 @@
+"""PyTorch twins of the reference models, written for the parity harness from the references'
+behaviour (module names and layouts as in the reference code, so its state dicts go through
+``gnj.convert``; in-place operations kept where they alias a tensor that is read again).
+
+Each twin generalises the reference only where a tiny size needs it (widths, number of cells,
+classes); docs/parity.md lists what each reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ------------------------------------------------------------------ BeyondSigProp (ConstNet)
+
+
+class ConstBlock(nn.Module):
+    """WRN single-conv block. The ReLU is in place: with a projection, ``conv_res`` then reads the
+    overwritten tensor, ReLU(x̂), as in the reference."""
+
+    def __init__(self, cin: int, cout: int, stride: int, use_bn: bool):
+        super().__init__()
+        self.use_bn = use_bn
+        self.bn = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.equal = cin == cout
+        self.conv_res = None if self.equal else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(1)) for _ in range(2)])
+
+    def forward(self, x):
+        if self.use_bn:
+            xh = self.bn(x)
+            out = self.conv(self.relu(xh))
+        else:
+            xh = x + self.biases[0]
+            out = self.scale * (self.conv(self.relu(xh)) + self.biases[1])
+        return torch.add(x, out) if self.equal else torch.add(self.conv_res(xh), out)
+
+
+class ConstStage(nn.Module):
+    def __init__(self, n: int, cin: int, cout: int, stride: int, use_bn: bool):
+        super().__init__()
+        self.layer = nn.Sequential(*[ConstBlock(cin if i == 0 else cout, cout,
+                                                stride if i == 0 else 1, use_bn)
+                                     for i in range(n)])
+
+    def forward(self, x):
+        self.layer(x)  # the reference evaluates its stage twice and keeps the second result
+        return self.layer(x)
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int, widen: int, use_bn: bool):
+        super().__init__()
+        n, ch = (depth - 4) // 3, [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.block1 = ConstStage(n, ch[0], ch[1], 1, use_bn)
+        self.block2 = ConstStage(n, ch[1], ch[2], 2, use_bn)
+        self.block3 = ConstStage(n, ch[2], ch[3], 2, use_bn)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(ch[3], num_classes)
+
+    def forward(self, x):
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        return self.fc(F.avg_pool2d(self.relu(out), 8).flatten(1))
+
+
+class LeakyBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, index: int, lrelu: float):
+        super().__init__()
+        self.phase = -1 if index % 2 else 1
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True) if lrelu == 0 else nn.LeakyReLU(lrelu)
+        self.conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(1)) for _ in range(2)])
+
+    def forward(self, x):
+        out = self.relu(self.conv(x + self.biases[0]))
+        return self.bn(out) if self.phase < 0 else out
+
+
+class LeakyStage(nn.Module):
+    def __init__(self, n, cin, cout, stride, pos, lrelu):
+        super().__init__()
+        self.layer = nn.Sequential(*[LeakyBlock(cin if i == 0 else cout, cout,
+                                                stride if i == 0 else 1, i + pos, lrelu)
+                                     for i in range(n)])
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class LRNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int, widen: int, lrelu: float):
+        super().__init__()
+        n, ch = (depth - 4) // 3, [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.block1 = LeakyStage(n, ch[0], ch[1], 1, 0, lrelu)
+        self.block2 = LeakyStage(n, ch[1], ch[2], 2, n, lrelu)
+        self.block3 = LeakyStage(n, ch[2], ch[3], 2, 2 * n, lrelu)
+        self.relu = nn.ReLU(inplace=True) if lrelu == 0 else nn.LeakyReLU(lrelu)
+        self.fc = nn.Linear(ch[3], num_classes)
+
+    def forward(self, x):
+        out = self.relu(self.block3(self.block2(self.block1(self.conv1(x)))))
+        return self.fc(F.avg_pool2d(out, 8).flatten(1))
+
+
+# ------------------------------------------------------------------------------- NN_Mass
+
+
+def reference_links(paths_links, seed):
+    """random.seed(seed), then random.sample per layer in order (the reference's add_link)."""
+    random.seed(seed)
+    return [random.sample(list(range(p)), k) for p, k in paths_links]
+
+
+class ConvDepth(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv0 = nn.Conv2d(cin, cout, 1, 1, 0, bias=False)
+        self.batch0 = nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cout, cout, 3, stride, 1, groups=cout, bias=False)
+        self.batch1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 1, 1, 0, bias=False)
+        self.batch2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        out = F.relu(self.batch0(self.conv0(x)))
+        out = F.relu(self.batch1(self.conv1(out)))
+        return self.batch2(self.conv2(out))
+
+
+class DenseCNN(nn.Module):
+    """regular_dense_cnn / depth_wise_dense_cnn with ``num_cells`` cells and any input size."""
+
+    def __init__(self, cell_depth, widths, tcs, num_classes, depthwise, final_hw, seed=2):
+        super().__init__()
+        self.d, self.widths = cell_depth, widths
+        paths = [[(max(j - 1, 0)) * w for j in range(cell_depth)] for w in widths]
+        self.tc = [[min(t, p) for p in ps] for t, ps in zip(tcs, paths)]
+        flat = reference_links([(p, k) for ps, ks in zip(paths, self.tc)
+                                for p, k in zip(ps, ks)], seed)
+        self.links = [flat[k * cell_depth:(k + 1) * cell_depth] for k in range(len(widths))]
+        layers, norms, cin = [], [], 3
+        for k, w in enumerate(widths):
+            for j in range(cell_depth):
+                fan = (cin if j == 0 else w) + self.tc[k][j]
+                if depthwise and (k > 0 or j > 0):
+                    layers.append(ConvDepth(fan, w, 2 if (j == 0 and k > 0) else 1))
+                else:
+                    layers.append(nn.Conv2d(fan, w, 3, 2 if (j == 0 and k > 0) else 1, 1,
+                                            bias=False))
+                norms.append(nn.BatchNorm2d(w + self.tc[k][j]))
+                cin = w
+        self.layer_list = nn.ModuleList(layers)
+        self.norm_list = nn.ModuleList(norms)
+        self.avg_pool = nn.AvgPool2d(2)
+        self.fc_layer = nn.Linear(widths[-1] * (final_hw // 2) ** 2, num_classes)
+
+    def forward(self, x):
+        out = x
+        for k in range(len(self.widths)):
+            b = k * self.d
+            out0 = self.norm_list[b](self.layer_list[b](out))
+            out1 = self.norm_list[b + 1](self.layer_list[b + 1](F.relu(out0)))
+            out, feat = out1, torch.cat((out1, out0), 1)
+            for j in range(2, self.d):
+                idx = torch.tensor(self.links[k][j], dtype=torch.long)
+                inp = torch.cat((out, feat[:, idx]), 1)
+                out = self.layer_list[b + j](F.relu(self.norm_list[b + j](inp)))
+                feat = torch.cat((out, feat), 1)
+        return self.fc_layer(torch.flatten(self.avg_pool(out), 1))
+
+
+class DenseMLP(nn.Module):
+    """Dense_MLP (ELU), links drawn after random.seed(seed); its unused BatchNorm1d list kept."""
+
+    def __init__(self, width, depth, tc, input_dims, num_classes, seed):
+        super().__init__()
+        paths = [max(j - 1, 0) * width for j in range(depth)]
+        self.tc = [min(tc, p) for p in paths]
+        fans = [input_dims] + [width + self.tc[j] for j in range(1, depth)]
+        outs = [width] * (depth - 1) + [num_classes]
+        self.features = nn.ModuleList([nn.Linear(f, o) for f, o in zip(fans, outs)])
+        self.batchnorm = nn.ModuleList([nn.BatchNorm1d(width + t) for t in self.tc[:-1]])
+        self.links = reference_links(list(zip(paths, self.tc)), seed)
+        self.depth = depth
+
+    def forward(self, x):
+        x = x.flatten(1)
+        o = [F.elu(self.features[0](x))]
+        o.append(self.features[1](o[0]))
+        feat = [o[0], torch.cat((o[1], o[0]), 1)]
+        for j in range(2, self.depth):
+            inp = torch.cat((o[j - 1], feat[j - 2][:, torch.tensor(self.links[j])]), 1)
+            out = self.features[j](inp if j == self.depth - 1 else F.elu(inp))
+            feat.append(torch.cat((out, feat[j - 1]), 1))
+            o.append(out)
+        return o[-1]
+
+
+# --------------------------------------------------------------------------- Beyond BatchNorm
+
+
+class BNSelf(nn.Module):
+    """BN_self: batch statistics (biased), running stats kept with 0.9, moving mean init 1."""
+
+    def __init__(self, c):
+        super().__init__()
+        shape = (1, c, 1, 1)
+        self.gamma, self.beta = nn.Parameter(torch.ones(shape)), nn.Parameter(torch.zeros(shape))
+        self.register_buffer("moving_mean", torch.ones(shape))
+        self.register_buffer("moving_var", torch.ones(shape))
+
+    def forward(self, x):
+        if self.training:
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), keepdim=True, unbiased=False)
+            with torch.no_grad():
+                self.moving_mean.mul_(0.9).add_(0.1 * mean)
+                self.moving_var.mul_(0.9).add_(0.1 * var)
+        else:
+            var, mean = self.moving_var, self.moving_mean
+        return (x - mean) * torch.rsqrt(var + 1e-5) * self.gamma + self.beta
+
+
+class FRNSelf(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.eps = nn.Parameter(torch.full((1,), 1e-5))
+
+    def forward(self, x):
+        nu2 = x.pow(2).mean(dim=[2, 3], keepdim=True)
+        return self.gamma * (x * torch.rsqrt(nu2 + self.eps.abs())) + self.beta
+
+
+class TLU(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.tau = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x):
+        return torch.max(x, self.tau)
+
+
+def norm_and_act(norm: str, c: int) -> list[nn.Module]:
+    if norm == "frn":
+        return [FRNSelf(c), TLU(c)]
+    if norm == "plain":
+        return [nn.Identity(), nn.ReLU(inplace=True)]
+    return [BNSelf(c), nn.ReLU(inplace=True)]
+
+
+class LubanaVGG(nn.Module):
+    def __init__(self, cfg, norm, num_classes):
+        super().__init__()
+        layers, cin = [], 3
+        for c in cfg:
+            width, stride = c if isinstance(c, tuple) else (c, 1)
+            layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.Identity(),
+                       *norm_and_act(norm, width), nn.Identity()]  # probes: identity maps
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+class LubanaBlock(nn.Module):
+    def __init__(self, cin, planes, stride, norm, skipinit):
+        super().__init__()
+        self.skip_gain = nn.Parameter(torch.zeros(1)) if skipinit else 1
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.norm1, self.activ1 = norm_and_act(norm, planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.norm2, self.activ2 = norm_and_act(norm, planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, planes, 3, stride, 1, bias=False),
+                                          nn.Identity(), norm_and_act(norm, planes)[0])
+
+    def forward(self, x):
+        out = self.activ1(self.norm1(self.conv1(x)))
+        out = self.skip_gain * self.norm2(self.conv2(out))
+        out += self.shortcut(x)
+        return self.activ2(out)
+
+
+class LubanaPreactBlock(nn.Module):
+    def __init__(self, cin, planes, stride, norm, skipinit):
+        super().__init__()
+        self.skip_gain = nn.Parameter(torch.zeros(1)) if skipinit else 1
+        self.norm1, self.activ1 = norm_and_act(norm, cin)
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.norm2, self.activ2 = norm_and_act(norm, planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = nn.Sequential()
+        if stride != 1:  # the reference's channel test never fires
+            self.shortcut = nn.Sequential(norm_and_act(norm, cin)[0],
+                                          nn.Conv2d(cin, planes, 3, stride, 1, bias=False),
+                                          nn.Identity())
+
+    def forward(self, x):
+        out = self.conv1(self.activ1(self.norm1(x)))  # with an identity norm the in-place
+        out = self.activ2(self.norm2(out))            # activation overwrites x itself
+        out = self.skip_gain * self.conv2(out)
+        out += self.shortcut(x)
+        return out
+
+
+class LubanaResNet(nn.Module):
+    def __init__(self, depth, width, norm, num_classes, preact, skipinit):
+        super().__init__()
+        n, block = (depth - 2) // 6, LubanaPreactBlock if preact else LubanaBlock
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.norm1, self.activ1 = norm_and_act(norm, width)
+        cin, stages = width, []
+        for s, planes in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for i in range(n):
+                blocks.append(block(cin, planes, 2 if (s > 0 and i == 0) else 1, norm, skipinit))
+                cin = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = self.activ1(self.norm1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(F.avg_pool2d(out, out.size()[3]).flatten(1))
+
+
+# ----------------------------------------------------------------------------------- GNEDNN
+
+
+class GneBlock(nn.Module):
+    """cifar/models/resnet.py BasicBlock with a norm (option-A shortcut: 1×1 average pool with
+    the stride, then zero channels) or serial_net.py's block (no shortcut, act at the end)."""
+
+    def __init__(self, cin, planes, stride, residual):
+        super().__init__()
+        self.residual = residual
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.norm1, self.norm2 = nn.BatchNorm2d(planes), nn.BatchNorm2d(planes)
+        self.downsample = nn.AvgPool2d(1, stride=stride) if (stride != 1 or cin != planes) else None
+
+    def forward(self, x):
+        out = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
+        if not self.residual:
+            return F.relu(out)
+        identity = x
+        if self.downsample is not None:
+            identity = self.downsample(x)
+            identity = torch.cat((identity, torch.zeros_like(identity)), 1)
+        out += identity
+        return F.relu(out)
+
+
+class GneResNet(nn.Module):
+    def __init__(self, depth, width, num_classes, residual=True):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.norm1 = nn.BatchNorm2d(width)
+        cin, stages = width, []
+        for s, planes in enumerate((width, 2 * width, 4 * width)):
+            stages.append(nn.Sequential(*[GneBlock(cin if i == 0 else planes, planes,
+                                                   2 if (s > 0 and i == 0) else 1, residual)
+                                          for i in range(n)]))
+            cin = planes
+        self.layer1, self.layer2, self.layer3 = stages
+        if residual:
+            self.bias2 = nn.Parameter(torch.zeros(1))  # used only in the bns mode
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(out.mean(dim=(2, 3)))
+
+
+# ------------------------------------------------------------------------------ torchvision
+
+
+class TvBasic(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class TvResNet18(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for s, planes in enumerate((64, 128, 256, 512)):
+            blocks = []
+            for i in range(2):
+                blocks.append(TvBasic(cin, planes, 2 if (s > 0 and i == 0) else 1))
+                cin = planes
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def make_divisible(v, divisor=8):
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def conv_bn_relu6(cin, cout, k=3, stride=1, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp, oup, stride, t):
+        super().__init__()
+        hidden = int(round(inp * t))
+        self.use_res = stride == 1 and inp == oup
+        layers = [conv_bn_relu6(inp, hidden, 1)] if t != 1 else []
+        layers += [conv_bn_relu6(hidden, hidden, 3, stride, hidden),
+                   nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class TvMobileNetV2(nn.Module):
+    """torchvision MobileNetV2 (its classifier dropout left out: p = 0 in the comparison)."""
+
+    def __init__(self, num_classes, width_mult, setting):
+        super().__init__()
+        cin, last = make_divisible(32 * width_mult), make_divisible(1280 * max(1.0, width_mult))
+        features = [conv_bn_relu6(3, cin, stride=2)]
+        for t, c, n, s in setting:
+            out = make_divisible(c * width_mult)
+            for i in range(n):
+                features.append(InvertedResidual(cin, out, s if i == 0 else 1, t))
+                cin = out
+        features.append(conv_bn_relu6(cin, last, 1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.0), nn.Linear(last, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+def randomize_(model: nn.Module, seed: int) -> nn.Module:
+    """Every parameter and running statistic drawn at random (fan-in scaled weights; norm scales
+    near 1; positive variances), so no zero init hides a path and eval mode is not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) / math.sqrt(fan_in))
+            elif name.endswith(("weight", "gamma", "scale")):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+            elif name.endswith("eps"):
+                p.copy_(0.05 + 0.01 * torch.rand(p.shape, generator=g, dtype=p.dtype))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        for name, b in model.named_buffers():
+            if name.endswith(("running_var", "moving_var")):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g, dtype=b.dtype))
+            elif name.endswith(("running_mean", "moving_mean")):
+                b.copy_(0.3 * torch.randn(b.shape, generator=g, dtype=b.dtype))
+    return model
