@@ -165,10 +165,11 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                 f"workdir {workdir!r} holds a run of a different model or dataset:\n"
                 f"  there: {_identity(old)}\n  now:   {_identity(new)}\n"
                 "Use another --workdir (nothing in this one was changed).")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(new, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    if jax.process_index() == 0:  # one writer when several processes share the workdir
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(new, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
 
 
 class _Preemption:
