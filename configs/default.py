@@ -22,7 +22,10 @@ def base_config() -> ml_collections.ConfigDict:
         augment=ml_collections.ConfigDict(dict(crop_padding=0, pad_mode="constant", flip=False)),
     ))
     c.model = ml_collections.ConfigDict(dict(name="resnet_cifar", depth=8, width=16,
-                                             shortcut="A", norm="batch", act="relu"))
+                                             shortcut="A", norm="batch", act="relu",
+                                             dtype="float32", param_dtype="float32"))
+    # model.dtype: compute dtype (bfloat16 = mixed precision); model.param_dtype: parameters,
+    # optimizer state, norm statistics (gnj/precision.py; float64 needs JAX_ENABLE_X64=1)
     c.optim = ml_collections.ConfigDict(dict(
         name="sgd", lr=0.1, momentum=0.9, nesterov=False, schedule="cosine", warmup_epochs=0.0,
         weight_decay=5e-4, wd_mask=".*", lr_mult_regex="", lr_mult=1.0, wd_mult=1.0,

@@ -235,7 +235,7 @@ class StreamingSource:
 
     def preprocess(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
         """uint8 NHWC → (x − mean·255)/(std·255); downsampled sets also get the augmentation."""
-        x = x.astype(jnp.float32)
+        x = x.astype(pipeline.float_dtype(x))
         if self.augment is not None and key is not None:
             crop_key, flip_key = jax.random.split(key)
             if self.augment.crop_padding > 0:
