@@ -25,7 +25,8 @@ builder and a streaming source such as ``gnj/data/imagenet.py``).
   An ``.npz`` with ``train_images``, ``train_labels``, ``test_images``, ``test_labels``, or with
   ``images`` and ``labels`` (split as above, without stratification). ``uint8`` images of shape
   ``(N, H, W)`` or ``(N, H, W, C)`` are images (scaled to [0, 1], normalised, augmentable);
-  floating-point arrays of any shape ``(N, ...)`` are feature vectors used as they are. Labels are
+  floating-point arrays of any shape ``(N, ...)`` are feature vectors used as they are (in at
+  least float32; float64 files stay float64). Labels are
   integers in ``[0, num_classes)``; ``num_classes`` defaults to the largest label + 1.
 
 Normalisation: images are normalised by the per-channel mean and standard deviation of the
@@ -237,8 +238,8 @@ def _as_examples(x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
             raise ValueError(f"arrays: {where} images have shape {x.shape}; uint8 images must be "
                              f"(N, H, W) or (N, H, W, C)")
         return x, True
-    if np.issubdtype(x.dtype, np.floating) and x.ndim >= 2:
-        return x.astype(np.float32), False
+    if np.issubdtype(x.dtype, np.floating) and x.ndim >= 2:  # float64 stays (float64 runs)
+        return x.astype(np.promote_types(x.dtype, np.float32)), False
     raise ValueError(f"arrays: {where} images have dtype {x.dtype} and shape {x.shape}; expected "
                      f"uint8 images (N, H, W[, C]) or floating-point features (N, ...)")
 

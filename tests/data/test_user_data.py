@@ -137,7 +137,8 @@ def test_arrays_npz_split_batches_and_label_checks(tmp_path):
     np.savez(feats, train_images=rng.normal(size=(8, 5)), train_labels=np.arange(8) % 2,
              test_images=rng.normal(size=(2, 5)), test_labels=np.array([0, 1]))
     f = user_data.load_arrays(feats)
-    assert not f.is_image and f.train_x.dtype == np.float32 and f.input_shape == (5,)
+    assert not f.is_image and f.train_x.dtype == np.float64 and f.input_shape == (5,)
+    np.testing.assert_array_equal(f.test_x, np.load(feats)["test_images"])
 
     bad = str(tmp_path / "bad.npz")
     np.savez(bad, images=images, labels=np.where(np.arange(40) == 7, 5, labels))
