@@ -60,10 +60,6 @@ class Precision:
         """The dtype of preprocessing, mixup and the loss: ``dtype`` promoted with float32."""
         return jnp.dtype(jnp.promote_types(self.dtype, jnp.float32))
 
-    @property
-    def is_default(self) -> bool:
-        return self.dtype == jnp.float32 and self.param_dtype == jnp.float32
-
     def compute(self, tree: Any) -> Any:
         """``tree`` with its floating leaves cast to the compute dtype."""
         return cast_floating(tree, self.dtype)
