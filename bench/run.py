@@ -8,7 +8,10 @@ times), ``ops`` (per-op breakdown of the ResNet-20 step), ``norms`` (forward+bac
 registered norm relative to gnj BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
 PyTorch loop), ``ldi``, ``gne``, ``harness`` (full training loop vs the bare step) and
 ``xla_flags`` (the ResNet-20 step with and without gnj's XLA defaults, in subprocesses) and
-``allocator`` (the same step with jemalloc preloaded and with glibc's malloc, in subprocesses).
+``allocator`` (the same step with jemalloc preloaded and with glibc's malloc, in subprocesses),
+``precision`` (the default config's step in bfloat16 against float32) and ``gpu`` (train steps
+on a GPU against PyTorch CUDA, float32 and bfloat16; skipped without a GPU); see
+``bench/scale.py``.
 
 For each row gnj and its peer run alternately, ``--repeats`` times after warm-up; the table
 shows medians and ``ratio`` = peer time / gnj time = gnj throughput / peer throughput (> 1: gnj
@@ -48,19 +51,21 @@ def _registered(kind: str, name: str) -> bool:
 # ----------------------------------------------------------------------------- train steps
 
 
-def gnj_step(model, shape: tuple[int, ...], lr: float = 0.1):
-    """(run, flops, xla MB, compile + first-step seconds) of gnj's jitted, donated step."""
+def gnj_step(model, shape: tuple[int, ...], lr: float = 0.1, policy=None):
+    """(run, flops, xla MB, compile + first-step seconds) of gnj's jitted, donated step
+    (``policy``: a ``gnj.precision.Precision``, float32 when None)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
-    from gnj import train
+    from gnj import precision, train
 
+    policy = policy or precision.FLOAT32
     tx = optax.sgd(lr, momentum=0.9)
-    state = train.init_state(model, tx, shape[1:], 0)
-    step = jax.jit(train.make_train_step(model, tx, lambda x, k: x, optax.constant_schedule(lr)),
-                   donate_argnums=0)
+    state = train.init_state(model, tx, shape[1:], 0, policy)
+    step = jax.jit(train.make_train_step(model, tx, lambda x, k: x, optax.constant_schedule(lr),
+                                         0.0, policy), donate_argnums=0)
     rng = np.random.default_rng(0)
     b = {"image": jnp.asarray(rng.normal(size=shape), jnp.float32),
          "label": jnp.asarray(rng.integers(0, 10, shape[0]), jnp.int32)}
@@ -428,7 +433,7 @@ def case_allocator(table: Table, args) -> None:
 
 CASES = {"train": case_train, "ops": None, "norms": case_norms, "online_norm": case_online_norm,
          "ldi": case_ldi, "gne": case_gne, "harness": case_harness, "xla_flags": case_xla_flags,
-         "allocator": case_allocator}
+         "allocator": case_allocator, "precision": None, "gpu": None}  # None: filled in main
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -453,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
     from bench.ops import case_ops
 
     CASES["ops"] = case_ops
+    from bench.scale import case_gpu, case_precision
+
+    CASES.update(precision=case_precision, gpu=case_gpu)
     peak = matmul_rate()
     table = Table(peak)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -28,7 +28,10 @@ if it helps measurably and leaves results unchanged up to float rounding:
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import sys
 import warnings
 
@@ -53,6 +56,41 @@ def merged_xla_flags(existing: str, defaults: dict[str, str] | None = None) -> s
     return " ".join([existing.strip(), *extra]).strip()
 
 
+def accelerator_plugins() -> list[str]:
+    """JAX accelerator plugins installed here, found the way JAX finds them (the ``jax_plugins``
+    entry points and namespace package, e.g. ``jax-cuda12-plugin``) plus TPU's ``libtpu``;
+    empty on a CPU-only install."""
+    found = {ep.name for ep in importlib.metadata.entry_points(group="jax_plugins")}
+    try:
+        import jax_plugins
+
+        found.update(m.name for m in pkgutil.iter_modules(jax_plugins.__path__))
+    except ImportError:
+        pass
+    if importlib.util.find_spec("libtpu") is not None:
+        found.add("libtpu")
+    return sorted(found)
+
+
+def expects_cpu_backend(environ: dict[str, str] | None = None) -> bool:
+    """Whether JAX will compute on its CPU backend, judged *before* JAX starts (asking
+    ``jax.default_backend()`` would start it, after which XLA_FLAGS changes are ignored).
+
+    ``JAX_PLATFORMS`` decides when set (its first entry); otherwise JAX takes an accelerator
+    whenever an accelerator plugin is installed, so CPU means none is. Once JAX has started, its
+    default backend answers.
+    """
+    env = os.environ if environ is None else environ
+    if environ is None and backend_initialized():
+        import jax
+
+        return jax.default_backend() == "cpu"
+    platforms = env.get("JAX_PLATFORMS", "") or env.get("JAX_PLATFORM_NAME", "")
+    if platforms.strip():
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    return not accelerator_plugins()
+
+
 def backend_initialized() -> bool:
     """Whether JAX has already started a backend (then XLA_FLAGS changes have no effect)."""
     if "jax" not in sys.modules:
@@ -68,11 +106,12 @@ def backend_initialized() -> bool:
 def apply(environ: dict[str, str] | None = None) -> bool:
     """Merge the defaults into ``XLA_FLAGS``; True if they were applied.
 
-    Does nothing (returns False) when ``GNJ_XLA_DEFAULTS=0`` is set, and warns and does nothing
+    Does nothing (returns False) when ``GNJ_XLA_DEFAULTS=0`` is set or JAX will not run on the
+    CPU (the defaults are XLA:CPU flags; :func:`expects_cpu_backend`), and warns and does nothing
     when the JAX backend is already running, since XLA would ignore the change.
     """
     env = os.environ if environ is None else environ
-    if env.get(DISABLE_ENV, "1") == "0":
+    if env.get(DISABLE_ENV, "1") == "0" or not expects_cpu_backend(environ):
         return False
     if environ is None and backend_initialized():
         warnings.warn("gnj.perf.apply(): the JAX backend is already initialised; XLA_FLAGS "
@@ -110,11 +149,13 @@ def allocator_env(environ: dict[str, str] | None = None,
     step on the 2-core VM of docs/performance.md. jemalloc with decay off reuses the pages
     (~2 700 faults, ~0.05 s). An allocator can only be chosen when a process starts, so this is
     for launchers (the Makefile's ``run`` and ``bench``). Empty when ``GNJ_ALLOCATOR=system``,
-    when ``LD_PRELOAD`` is already set, or when no jemalloc is installed
+    when ``LD_PRELOAD`` is already set, when JAX will run on an accelerator (the measurement is
+    XLA:CPU's; :func:`expects_cpu_backend`), or when no jemalloc is installed
     (``apt-get install libjemalloc2``).
     """
     env = os.environ if environ is None else environ
-    if env.get(ALLOCATOR_ENV, "") == "system" or env.get("LD_PRELOAD"):
+    if (env.get(ALLOCATOR_ENV, "") == "system" or env.get("LD_PRELOAD")
+            or not expects_cpu_backend(environ)):
         return {}
     lib = jemalloc_path(paths)
     if lib is None:

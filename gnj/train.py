@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from gnj import checkpoint, interrupts, models, optim, sharding, validate
+from gnj import checkpoint, interrupts, models, optim, precision, sharding, validate
 from gnj import data as data_lib
 from gnj import workdir as workdir_lib
 from gnj.metrics import MetricWriter
@@ -68,8 +68,10 @@ def _rngs(key: jax.Array) -> dict[str, jax.Array]:
 
 def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable,
                     lr_schedule: optax.Schedule, mixup_alpha: float = 0.0,
-                    skip_nonfinite: bool = False) -> Callable:
-    """``step(state, batch) -> (state, metrics)``: one SGD step on the global batch.
+                    skip_nonfinite: bool = False,
+                    policy: precision.Precision = precision.FLOAT32) -> Callable:
+    """``step(state, batch) -> (state, metrics)``: one SGD step on the global batch, computing
+    in ``policy.dtype`` (``gnj/precision.py``).
 
     ``metrics["train/nonfinite"]`` is 1 when the loss or the gradient norm is not finite. With
     ``skip_nonfinite`` such a step's update is not applied (params, model and optimizer state
@@ -80,17 +82,18 @@ def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callabl
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
         aug_key, mix_key, model_key = jax.random.split(key, 3)
-        x = preprocess(batch["image"], aug_key)
+        x = preprocess(_wide_input(batch["image"], policy), aug_key)
         labels_a = labels_b = batch["label"]
         lam = jnp.float32(1.0)
         if mixup_alpha > 0:
             x, labels_a, labels_b, lam = mixup(x, batch["label"], mix_key, mixup_alpha)
+        x = x.astype(policy.dtype)
 
         carried = {k: v for k, v in state.model_state.items() if k != BACKWARD_STATE}
         backward = state.model_state.get(BACKWARD_STATE, {})
 
         def loss_fn(params, backward_state):
-            variables = {"params": params, **carried}
+            variables = {"params": policy.compute(params), **carried}
             if backward_state:
                 variables[BACKWARD_STATE] = backward_state
             logits, new_state = model.apply(variables, x, train=True, mutable=list(carried),
@@ -122,12 +125,20 @@ def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callabl
     return step
 
 
-def make_eval_step(model, preprocess: Callable) -> Callable:
+def _wide_input(x: jax.Array, policy: precision.Precision) -> jax.Array:
+    """Raw batch input for preprocessing: float64 under a float64 policy (preprocessing keeps a
+    floating input's dtype), unchanged otherwise."""
+    return x.astype(policy.wide) if policy.wide != jnp.float32 else x
+
+
+def make_eval_step(model, preprocess: Callable,
+                   policy: precision.Precision = precision.FLOAT32) -> Callable:
     """``eval_step(state, batch) -> sums`` of loss, correct predictions and count (masked)."""
 
     def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-        x = preprocess(batch["image"], None)
-        logits = model.apply(state.variables(), x, train=False)
+        x = preprocess(_wide_input(batch["image"], policy), None).astype(policy.dtype)
+        variables = {**state.variables(), "params": policy.compute(state.params)}
+        logits = model.apply(variables, x, train=False)
         mask = batch["mask"]
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         return {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
@@ -139,12 +150,14 @@ def make_eval_step(model, preprocess: Callable) -> Callable:
 # ----------------------------------------------------------------------------- setup
 
 
-def init_state(model, tx, input_shape: tuple[int, ...], seed: int) -> TrainState:
-    """Initial state (params, model state, optimizer state) from ``seed``; pure, jittable."""
+def init_state(model, tx, input_shape: tuple[int, ...], seed: int,
+               policy: precision.Precision = precision.FLOAT32) -> TrainState:
+    """Initial state (params, model state, optimizer state) from ``seed``; pure, jittable.
+    Floating variables are stored in ``policy.param_dtype``, and so is the optimizer state."""
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     variables = model.init({"params": init_key, **_rngs(init_key)}, dummy, train=False)
-    params, model_state = split_variables(variables)
+    params, model_state = policy.store(split_variables(variables))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params), rng=train_key)
 
@@ -159,9 +172,11 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
                   allow_config_change: bool = False) -> None:
     """Create ``workdir`` and record the config (``config.json``); refuse a workdir holding a
     run of another model or dataset, or (unless ``allow_config_change``) one whose recorded
-    config differs in more than run controls (``gnj/workdir.py``)."""
+    config differs in more than run controls (``gnj/workdir.py``). Only process 0 writes, so
+    several processes of one run share the record."""
     workdir_lib.make_dirs(workdir)
-    workdir_lib.record_config(config, workdir, allow_config_change)
+    workdir_lib.record_config(config, workdir, allow_config_change,
+                              writer=jax.process_index() == 0)
 
 
 def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
@@ -272,11 +287,12 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
     source = data_lib.build(config)
     model = models.build(config.model, source.num_classes)
+    policy = precision.from_config(config.model)
     steps = total_steps(config, source.steps_per_epoch)
     tx, lr_schedule = optim.build(config.optim, source.steps_per_epoch, steps)
     mesh = sharding.make_mesh()
     rep, bat = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    init = functools.partial(init_state, model, tx, source.input_shape, config.seed)
+    init = functools.partial(init_state, model, tx, source.input_shape, config.seed, policy)
     validate.abstract_init(init, config.model)  # shape errors now, before any compile
     state = jax.jit(init, out_shardings=rep)()
     if config.get("pretrained", ""):  # torchvision-format weights from a local .pth file
@@ -285,12 +301,13 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         state = pretrained.apply_to_state(state, config)
     step = make_train_step(model, tx, source.preprocess, lr_schedule,
                            config.get("mixup_alpha", 0.0),
-                           skip_nonfinite=config.get("on_nonfinite", "stop") == "skip")
+                           skip_nonfinite=config.get("on_nonfinite", "stop") == "skip",
+                           policy=policy)
     train_step = jax.jit(step, in_shardings=(rep, bat), out_shardings=(rep, rep),
                          donate_argnums=0)
     accumulating_step = jax.jit(make_accumulating_step(step), in_shardings=(rep, rep, bat),
                                 out_shardings=(rep, rep), donate_argnums=(0, 1))
-    eval_step = jax.jit(make_eval_step(model, source.preprocess), in_shardings=(rep, bat),
+    eval_step = jax.jit(make_eval_step(model, source.preprocess, policy), in_shardings=(rep, bat),
                         out_shardings=rep)
     return Experiment(config, source, model, mesh, steps, lr_schedule, state, train_step,
                       eval_step, accumulating_step)

@@ -29,6 +29,7 @@ LOCK_FILE = "gnj.lock"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
 IDENTITY_KEYS = ("model", "dataset.name")
+PRECISION_KEYS = ("dtype", "param_dtype")  # gnj/precision.py
 
 
 class WorkdirError(UsageError):
@@ -128,14 +129,25 @@ def load_json_record(path: str) -> Any:
             "config, or use a fresh --workdir") from e
 
 
+def _identity(record: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run: the model (less its precision, which a resume may
+    change with ``--allow_config_change``) and the dataset."""
+    out = {k: _get(record, k) for k in IDENTITY_KEYS}
+    if isinstance(out["model"], dict):
+        out["model"] = {k: v for k, v in out["model"].items() if k not in PRECISION_KEYS}
+    return out
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (recorded, now)}`` for every leaf that differs."""
     a, b = config_schema.flatten(old), config_schema.flatten(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def record_config(config: Any, workdir: str, allow_change: bool = False) -> None:
+def record_config(config: Any, workdir: str, allow_change: bool = False,
+                  writer: bool = True) -> None:
     """Write ``config.json`` on the first start; on later starts compare (see the module doc).
+    Only a ``writer`` (process 0 of a multi-process run) writes; every process compares.
 
     Raises:
       WorkdirError: another model or dataset, or a changed config without ``allow_change``.
@@ -143,7 +155,8 @@ def record_config(config: Any, workdir: str, allow_change: bool = False) -> None
     path = os.path.join(workdir, CONFIG_FILE)
     new = json.loads(config.to_json_best_effort())
     if not os.path.exists(path):
-        _write_json(path, new)
+        if writer:
+            _write_json(path, new)
         return
     old = load_json_record(path)
     if not isinstance(old, dict):
@@ -153,8 +166,7 @@ def record_config(config: Any, workdir: str, allow_change: bool = False) -> None
         for line in open(history, encoding="utf-8", errors="replace"):
             with contextlib.suppress(ValueError):
                 old = json.loads(line).get("config", old)
-    identity_old = {k: _get(old, k) for k in IDENTITY_KEYS}
-    identity_new = {k: _get(new, k) for k in IDENTITY_KEYS}
+    identity_old, identity_new = _identity(old), _identity(new)
     if identity_old != identity_new:
         raise WorkdirError(
             f"--workdir = {workdir!r}: holds a run of a different model or dataset "
@@ -170,6 +182,8 @@ def record_config(config: Any, workdir: str, allow_change: bool = False) -> None
             f"--workdir = {workdir!r}: resuming with a changed config ({shown}); valid: the "
             "recorded config (config.json), another --workdir, or --allow_config_change to "
             "continue with the change recorded in config_history.jsonl")
+    if not writer:
+        return
     with open(history, "a") as f:
         f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "changed": {k: list(v) for k, v in diff.items()},

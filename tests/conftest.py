@@ -41,3 +41,18 @@ def run_python(code_or_args: list[str] | str, devices: int = 1, timeout: int = 6
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tfds_dir, tmp_path_factory) -> str:
+    """The digits set as an ``arrays(path=...)`` file: subprocess runs read it without tf.data
+    (loading it through TFDS costs each process several seconds)."""
+    import numpy as np
+
+    from gnj.data import load
+
+    d = load("digits", data_dir=tfds_dir)
+    path = str(tmp_path_factory.mktemp("npz") / "digits.npz")
+    np.savez(path, train_images=d.train_x, train_labels=d.train_y, test_images=d.test_x,
+             test_labels=d.test_y)
+    return path

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj import optim
+from gnj import optim, precision
 from gnj.registry import ACTIVATIONS, CONVS, INITS, MODELS, NORMS
 
 FAMILIES = ["configs.gne.cifar", "configs.gne.imagenet", "configs.beyond_bn.cifar",
@@ -68,7 +68,7 @@ def test_every_variant_builds_and_names_registered_entries(family):
                 missing_models.add(c.model.name)
                 continue
             fields = getattr(MODELS.get(c.model.name), "__dataclass_fields__", {})
-            unknown = set(c.model) - set(fields) - {"name"}
+            unknown = set(c.model) - set(fields) - {"name", *precision.KEYS}
             assert not unknown, f"{family}:{arg}{suffix}: model {c.model.name} has no {unknown}"
             if suffix:
                 assert c.num_steps > 0 and c.dataset.name.startswith("digits")

@@ -103,8 +103,10 @@ def _tiny(model_name: str) -> dict:
 
 
 def apply_model(c: ml_collections.ConfigDict, name: str, **fields) -> None:
-    """Replace the ``model`` section by ``{name, **fields}`` (base_config's keys are dropped)."""
-    c.model = ml_collections.ConfigDict(dict(name=name, **fields))
+    """Replace the ``model`` section by ``{name, **fields}`` (base_config's keys are dropped,
+    but for the precision keys ``dtype`` / ``param_dtype``)."""
+    kept = {k: c.model[k] for k in ("dtype", "param_dtype") if k in c.model}
+    c.model = ml_collections.ConfigDict(dict(name=name, **{**kept, **fields}))
 
 
 def int_option(option: str, prefix: str) -> int | None:

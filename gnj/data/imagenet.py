@@ -235,7 +235,7 @@ class StreamingSource:
 
     def preprocess(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
         """uint8 NHWC → (x − mean·255)/(std·255); downsampled sets also get the augmentation."""
-        x = x.astype(jnp.float32)
+        x = x.astype(pipeline.float_dtype(x))
         if self.augment is not None and key is not None:
             crop_key, flip_key = jax.random.split(key)
             if self.augment.crop_padding > 0:
@@ -274,16 +274,12 @@ def _unlabelled_factory(name: str):
 
 def digits_32x32(config: Any):
     """The 8×8 digits upsampled ×4 (nearest): an offline 32×32 set for runlocal configs."""
-    from gnj.data.source import InMemorySource
+    from gnj.data.source import in_memory_source
 
     data = datasets.load("digits", config.dataset.get("data_dir") or None)
     up = lambda x: np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)
     data = dataclasses.replace(data, train_x=up(data.train_x), test_x=up(data.test_x))
-    aug = dict(config.dataset.get("augment", {}) or {})
-    batches = pipeline.TrainBatches(data, config.batch_size, config.seed, jax.process_index(),
-                                    jax.process_count())
-    return InMemorySource(data, batches, config.eval_batch_size,
-                          pipeline.Augment(**aug) if aug else None)
+    return in_memory_source(config, data)
 
 
 def _register() -> None:

@@ -43,10 +43,12 @@ class Augment:
 
 def preprocess(x: jax.Array, mean: jax.Array, std: jax.Array, is_image: bool,
                augment: Augment | None = None, key: jax.Array | None = None) -> jax.Array:
-    """uint8 NHWC → normalised float32, with the training augmentation when ``augment``."""
+    """uint8 NHWC → normalised float32, with the training augmentation when ``augment``.
+    Floating input keeps its dtype (float64 under a float64 policy, ``gnj/precision.py``)."""
+    x = x.astype(float_dtype(x))
     if not is_image:
-        return x.astype(jnp.float32)
-    x = x.astype(jnp.float32) / 255.0
+        return x
+    x = x / 255.0
     if augment is not None and key is not None:
         crop_key, flip_key = jax.random.split(key)
         if augment.crop_padding > 0:
@@ -54,6 +56,11 @@ def preprocess(x: jax.Array, mean: jax.Array, std: jax.Array, is_image: bool,
         if augment.flip:
             x = random_flip(x, flip_key)
     return (x - mean) / std
+
+
+def float_dtype(x: jax.Array) -> jnp.dtype:
+    """``x``'s dtype if floating, else float32: the dtype preprocessing computes in."""
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(jnp.float32)
 
 
 def random_crop(x: jax.Array, key: jax.Array, padding: int, mode: str = "constant") -> jax.Array:

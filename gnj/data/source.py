@@ -10,6 +10,7 @@ own source (e.g. streaming ImageNet). Either way the host-local batch of step ``
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.data import datasets, pipeline
-from gnj.registry import DATASETS
+from gnj.registry import DATASETS, parse_spec
 
 
 class DataSource(Protocol):
@@ -73,13 +74,29 @@ class InMemorySource:
                                    self.augment if key is not None else None, key)
 
 
-def build(config: Any) -> DataSource:
-    """The data source of ``config.dataset`` for this host."""
-    entry = DATASETS.get(config.dataset.name)
-    if callable(entry) and not isinstance(entry, datasets.DatasetSpec):
-        return entry(config)
-    data = datasets.load(config.dataset.name, config.dataset.get("data_dir") or None,
-                         num_seg=config.dataset.get("num_seg", 2))
+def dataset_entry(name: str) -> tuple[Any, dict[str, Any]]:
+    """``(registry entry, inline arguments)`` of ``config.dataset.name``: a registered name as
+    written (``"imagenet_resized/32x32"``), or a spec with arguments
+    (``"image_folder(path='/data/x', size=32)"``)."""
+    if name in DATASETS:
+        return DATASETS.get(name), {}
+    entry_name, kwargs = parse_spec(name)
+    entry = DATASETS.get(entry_name)
+    if not kwargs:
+        return entry, kwargs
+    if isinstance(entry, datasets.DatasetSpec):
+        raise ValueError(f"dataset {entry_name!r} takes no arguments (got {sorted(kwargs)})")
+    try:
+        inspect.signature(entry).bind(None, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"dataset spec {name!r}: {e}; see the docstring of {entry.__module__}."
+                         f"{entry.__name__} for its options") from None
+    return entry, kwargs
+
+
+def in_memory_source(config: Any, data: datasets.InMemoryData) -> InMemorySource:
+    """``data`` batched by step for this host, with ``config.dataset``'s augmentation and (if
+    set) its own normalisation constants."""
     if config.dataset.get("mean", ()):  # a config's own normalisation constants (reference's)
         data = dataclasses.replace(data, mean=np.asarray(config.dataset.mean, np.float32),
                                    std=np.asarray(config.dataset.std, np.float32))
@@ -88,6 +105,16 @@ def build(config: Any) -> DataSource:
     batches = pipeline.TrainBatches(data, config.batch_size, config.seed, jax.process_index(),
                                     jax.process_count())
     return InMemorySource(data, batches, config.eval_batch_size, augment)
+
+
+def build(config: Any) -> DataSource:
+    """The data source of ``config.dataset`` for this host."""
+    entry, kwargs = dataset_entry(config.dataset.name)
+    if callable(entry) and not isinstance(entry, datasets.DatasetSpec):
+        return entry(config, **kwargs)
+    data = datasets.load(parse_spec(config.dataset.name)[0], config.dataset.get("data_dir") or None,
+                         num_seg=config.dataset.get("num_seg", 2))
+    return in_memory_source(config, data)
 
 
 Factory = Callable[[Any], DataSource]

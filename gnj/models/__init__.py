@@ -16,6 +16,7 @@ import gnj.models.mobilenet  # noqa: F401
 import gnj.models.mobilenet_v2  # noqa: F401
 import gnj.models.serial  # noqa: F401
 import gnj.nn  # noqa: F401  (registers layers)
+from gnj import precision
 from gnj.models import dense_mlp, fixup_resnet, mlp, resnet, resnet_cifar, vgg, wrn  # noqa: F401
 from gnj.models.nn_mass import nn_mass  # noqa: F401
 from gnj.registry import MODELS
@@ -24,10 +25,11 @@ from gnj.registry import MODELS
 def build(model_config: Any, num_classes: int | None = None) -> nn.Module:
     """Model from a config section ``{name: "resnet_cifar", depth: 20, ...}``.
 
-    Every key but ``name`` is passed to the model's constructor; ``num_classes`` (from the
-    dataset) fills in the model's ``num_classes`` unless the config sets it.
+    Every key but ``name`` and the precision keys (``dtype``, ``param_dtype``: applied by the
+    train step, ``gnj/precision.py``) is passed to the model's constructor; ``num_classes``
+    (from the dataset) fills in the model's ``num_classes`` unless the config sets it.
     """
-    cfg = dict(model_config)
+    cfg = {k: v for k, v in dict(model_config).items() if k not in precision.KEYS}
     name = cfg.pop("name")
     factory = MODELS.get(name)
     if num_classes is not None and "num_classes" not in cfg:
