@@ -253,7 +253,7 @@ _EVERY = Int(lo=0)  # 0: off
 
 FIELDS: dict[str, Field] = {
     "seed": Field(0, Int(lo=0, hi=2**32 - 1), "PRNG seed of init, data order and augmentation"),
-    "dataset.name": Field("digits", Spec("DATASETS", with_args=False), "gnj.registry.DATASETS"),
+    "dataset.name": Field("digits", Spec("DATASETS"), "gnj.registry.DATASETS"),
     "dataset.data_dir": Field("", Text(), "TFDS data dir ('' = $TFDS_DATA_DIR)"),
     "dataset.num_seg": Field(2, _COUNT, "label segments of the NN-Mass synthetic sets"),
     "dataset.augment.crop_padding": Field(0, Int(lo=0), "random crop after this much padding"),
@@ -323,6 +323,9 @@ EXTRA_DOMAINS: dict[str, Domain] = {
     "dataset.image_size": _COUNT,
     "dataset.eval_resize": _COUNT,
 }
+
+#: model keys that are not the model's fields: the precision policy (gnj/precision.py).
+MODEL_POLICY_KEYS = ("dtype", "param_dtype")
 
 RUN_CONTROLS = ("num_steps", "num_epochs", "log_every_steps", "eval_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints", "async_checkpointing", "quiet",

@@ -68,8 +68,8 @@ def _rngs(key: jax.Array) -> dict[str, jax.Array]:
 
 def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable,
                     lr_schedule: optax.Schedule, mixup_alpha: float = 0.0,
-                    skip_nonfinite: bool = False,
-                    policy: precision.Precision = precision.FLOAT32) -> Callable:
+                    policy: precision.Precision = precision.FLOAT32, *,
+                    skip_nonfinite: bool = False) -> Callable:
     """``step(state, batch) -> (state, metrics)``: one SGD step on the global batch, computing
     in ``policy.dtype`` (``gnj/precision.py``).
 

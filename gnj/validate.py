@@ -180,9 +180,12 @@ def check_model_section(model: Any) -> None:
     entry = registry.MODELS.get(name)
     params = _parameters(entry)
     for field, value in model.items():
+        key = f"config.model.{field}"
+        if field in schema.MODEL_POLICY_KEYS:  # applied by the train step, not the model
+            _check_value(key, value, schema.FIELDS[f"model.{field}"].domain)
+            continue
         if field == "name":
             continue
-        key = f"config.model.{field}"
         if params is not None and field not in params:
             valid = sorted(params)
             raise ConfigError(key, value, f"model {name!r} has no field {field!r}",
@@ -248,7 +251,7 @@ def blame_model_key(model: Any, message: str) -> str:
     """The model key a shape error most likely concerns: the first field whose name or value
     appears in ``message``; the section itself otherwise."""
     for field, value in model.items():
-        if field != "name" and (f"{field}" in message or
+        if field not in ("name", *schema.MODEL_POLICY_KEYS) and (f"{field}" in message or
                                 (isinstance(value, str) and value and value in message)):
             return f"config.model.{field}"
     return "config.model"
