@@ -384,6 +384,10 @@ def test_exit_statuses_and_lines():
 @pytest.mark.slow
 def test_sigterm_exit_status_and_line(tfds_dir, tmp_path):
     proc = _start_and_wait_for_training(_cli(tmp_path, tfds_dir))
+    second = subprocess.run(_cli(tmp_path, tfds_dir), cwd=REPO, capture_output=True, text=True,
+                            timeout=300)  # the same workdir while the first one trains
+    assert second.returncode == 2
+    assert f"in use by process {proc.pid}" in second.stderr.strip().splitlines()[-1]
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
