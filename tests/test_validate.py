@@ -188,6 +188,7 @@ CLI_CASES = [  # (extra args, key named in the line, value named in the line)
     (["--config.model.norm=batch(momentum=2)"], "config.model.norm", "batch(momentum=2)"),
     (["--config=configs/default.py:nope"], "--config", "nope"),
     (["--config=configs/missing.py"], "--config", "missing.py"),
+    (["--mode=bogus"], "--mode", "bogus"),
 ]
 
 
