@@ -262,6 +262,10 @@ MODEL_FIELD_DOMAINS: dict[str, Domain] = {
     "topology_seed": Int(lo=0),
 }
 
+MODEL_BUILD_KEYS: tuple[str, ...] = ()
+"""``model`` keys that ``models.build`` consumes itself rather than passing to the model (each
+has its ``FIELDS`` entry); every other ``model`` key must be a field of the named model."""
+
 MODEL_SPEC_FIELDS: dict[str, str] = {
     # model fields that hold registry specs, by name (suffix match for the *_init fields)
     "norm": "NORMS", "act": "ACTIVATIONS", "conv": "CONVS", "_init": "INITS",
@@ -269,7 +273,7 @@ MODEL_SPEC_FIELDS: dict[str, str] = {
 
 FIELDS: dict[str, Field] = {
     "seed": Field(0, Int(lo=0, hi=2**32 - 1), "PRNG seed of init, data order and augmentation"),
-    "dataset.name": Field("digits", Spec("DATASETS", with_args=False), "gnj.registry.DATASETS"),
+    "dataset.name": Field("digits", Spec("DATASETS"), "gnj.registry.DATASETS"),
     "dataset.data_dir": Field("", Text(), "TFDS data dir ('' = $TFDS_DATA_DIR)"),
     "dataset.num_seg": Field(2, _COUNT, "label segments of the NN-Mass synthetic sets"),
     "dataset.augment.crop_padding": Field(0, Int(lo=0), "random crop after this much padding"),

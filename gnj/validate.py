@@ -104,6 +104,8 @@ _CALLER_SUPPLIED = {"SCHEDULES": ("base_lr", "steps_per_epoch", "total_steps")}
 
 def _parameters(entry: Any) -> dict[str, Any] | None:
     """Keyword → annotation of a registry entry; None if it accepts any keyword."""
+    if not callable(entry):  # a description (e.g. a DatasetSpec), not a factory: no keywords
+        return {}
     fields = getattr(entry, "__dataclass_fields__", None)
     if isinstance(entry, type) and fields is not None:
         return {k: f.type for k, f in fields.items()
@@ -141,8 +143,10 @@ def check_spec(key: str, spec: Any, registry_name: str, with_args: bool = True) 
     accepted = [p for p in params if p not in _CALLER_SUPPLIED.get(registry_name, ())]
     for kw, value in kwargs.items():
         if kw not in accepted:
+            valid = f"valid keywords: {', '.join(accepted)}" if accepted else \
+                f"valid: {name!r} without arguments"
             raise ConfigError(key, spec, f"{reg.kind} {name!r} has no keyword {kw!r}",
-                              f"{suggest(kw, accepted)}valid keywords: {', '.join(accepted)}")
+                              suggest(kw, accepted) + valid)
         if _type_fits(value, params[kw]) is False:
             raise ConfigError(key, spec, f"{kw} = {value!r} is not of type {params[kw]}",
                               f"valid: a value of type {params[kw]}")
@@ -183,6 +187,9 @@ def check_model_section(model: Any) -> None:
         if field == "name":
             continue
         key = f"config.model.{field}"
+        if field in schema.MODEL_BUILD_KEYS:  # consumed by models.build, not a model field
+            _check_value(key, value, schema.FIELDS[f"model.{field}"].domain)
+            continue
         if params is not None and field not in params:
             valid = sorted(params)
             raise ConfigError(key, value, f"model {name!r} has no field {field!r}",
