@@ -159,7 +159,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
     run of another model or dataset, or (unless ``allow_config_change``) one whose recorded
     config differs in more than run controls (``gnj/workdir.py``)."""
     workdir_lib.make_dirs(workdir)
-    workdir_lib.record_config(config, workdir, allow_config_change)
+    if jax.process_index() == 0:  # one writer of the record in a multi-process run
+        workdir_lib.record_config(config, workdir, allow_config_change)
 
 
 def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
