@@ -8,9 +8,11 @@ up. Restore reproduces the saved arrays bit for bit with the shardings of the ta
 Integrity (``docs/reliability.md``): the SHA-256 of every file of a checkpoint is written last,
 into ``gnj_checksums.json`` inside the step directory, just before orbax renames it into place
 (asynchronous saves) or right after the save (synchronous ones). :func:`restore_latest` verifies
-the checksums, then restores; a checkpoint that fails either is moved aside into
+the checksums, then restores; a checkpoint that fails its checksums is moved aside into
 ``<workdir>/checkpoints_damaged/`` (renamed, never deleted) with one warning, and the next older
-one is tried. A checkpoint without the file (written by an older gnj) is restored unverified.
+one is tried. A checkpoint without the file (written by an older gnj) is restored unverified
+(and moved aside if orbax cannot restore it); one whose checksums hold but that does not fit the
+target state (another config) is an error, not damage: nothing is moved.
 """
 
 from __future__ import annotations
@@ -200,7 +202,12 @@ class Checkpoints:
 
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:
         """``(state, step)`` of the newest intact checkpoint, or None. Damaged ones (failing
-        their checksums or the restore) are moved aside with a warning."""
+        their checksums, or without checksums and failing the restore) are moved aside with a
+        warning.
+
+        Raises:
+          RuntimeError: a checkpoint with valid checksums does not fit ``target``.
+        """
         for step in sorted(self.mngr.all_steps(), reverse=True):
             step_dir = os.path.join(self.directory, str(step))
             problem = verify_checksums(step_dir)
@@ -208,6 +215,8 @@ class Checkpoints:
                 try:
                     return restore_latest_at(self.mngr, target, step)
                 except RuntimeError as e:
+                    if os.path.exists(os.path.join(step_dir, CHECKSUM_FILE)):
+                        raise  # intact files that do not fit this config's state: not damage
                     problem = str(e.__cause__ or e).strip().splitlines()[0][:300]
             self._move_aside(step, step_dir, problem)
         return None

@@ -228,8 +228,8 @@ class Reals(Domain):
         return None
 
     def describe(self):
-        return (f"a tuple of {self.item.describe().replace('a number', 'numbers')}"
-                + (", strictly increasing" if self.increasing else ""))
+        return (f"a tuple, each element {self.item.describe()}"
+                + ", strictly increasing" * self.increasing)
 
     def invalid_examples(self):
         out: list[Any] = [(math.nan,), "1,2"]
@@ -251,6 +251,26 @@ _COUNT = Int(lo=1)
 _NONNEG = Real(lo=0.0)
 _EVERY = Int(lo=0)  # 0: off
 
+MODEL_FIELD_DOMAINS: dict[str, Domain] = {
+    # by model field name, for every model that has the field (types come from annotations)
+    "depth": _COUNT, "width": Real(0.0, lo_open=True), "num_classes": _COUNT,
+    "widen_factor": _COUNT, "growth": _COUNT, "num_cells": _COUNT, "cell_depth": _COUNT,
+    "width_mult": Real(0.0, lo_open=True), "wm": Real(0.0, lo_open=True),
+    "dropout": Real(0.0, 1.0, hi_open=True), "droprate": Real(0.0, 1.0, hi_open=True),
+    "reduction": Real(0.0, 1.0, lo_open=True), "noise_scale": _NONNEG, "fc_noise": _NONNEG,
+    "head_std": _NONNEG, "gain": Real(0.0, lo_open=True), "fixup_m": Real(0.0, lo_open=True),
+    "topology_seed": Int(lo=0),
+}
+
+MODEL_BUILD_KEYS: tuple[str, ...] = ("dtype", "param_dtype")  # the precision policy
+"""``model`` keys that ``models.build`` consumes itself rather than passing to the model (each
+has its ``FIELDS`` entry); every other ``model`` key must be a field of the named model."""
+
+MODEL_SPEC_FIELDS: dict[str, str] = {
+    # model fields that hold registry specs, by name (suffix match for the *_init fields)
+    "norm": "NORMS", "act": "ACTIVATIONS", "conv": "CONVS", "_init": "INITS",
+}
+
 FIELDS: dict[str, Field] = {
     "seed": Field(0, Int(lo=0, hi=2**32 - 1), "PRNG seed of init, data order and augmentation"),
     "dataset.name": Field("digits", Spec("DATASETS"), "gnj.registry.DATASETS"),
@@ -261,11 +281,13 @@ FIELDS: dict[str, Field] = {
     "dataset.augment.flip": Field(False, Bool(), "random horizontal flip"),
     "model.name": Field("resnet_cifar", Spec("MODELS", with_args=False),
                         "gnj.registry.MODELS; the other model keys are the model's fields"),
-    "model.depth": Field(8, _COUNT),
-    "model.width": Field(16, _COUNT),
+    # the model's other keys are checked against the named model's fields (their annotated
+    # types), MODEL_FIELD_DOMAINS and MODEL_SPEC_FIELDS; these are the default model's
+    "model.depth": Field(8, MODEL_FIELD_DOMAINS["depth"]),
+    "model.width": Field(16, MODEL_FIELD_DOMAINS["width"]),
     "model.shortcut": Field("A", Text()),
-    "model.norm": Field("batch", Spec("NORMS")),
-    "model.act": Field("relu", Spec("ACTIVATIONS")),
+    "model.norm": Field("batch", Spec(MODEL_SPEC_FIELDS["norm"])),
+    "model.act": Field("relu", Spec(MODEL_SPEC_FIELDS["act"])),
     "model.dtype": Field("float32", Choice(("float32", "bfloat16", "float16", "float64")),
                          "compute dtype (bfloat16: mixed precision; gnj/precision.py)"),
     "model.param_dtype": Field("float32", Choice(("float32", "bfloat16", "float16", "float64")),
@@ -324,30 +346,11 @@ EXTRA_DOMAINS: dict[str, Domain] = {
     "dataset.eval_resize": _COUNT,
 }
 
-#: model keys that are not the model's fields: the precision policy (gnj/precision.py).
-MODEL_POLICY_KEYS = ("dtype", "param_dtype")
-
 RUN_CONTROLS = ("num_steps", "num_epochs", "log_every_steps", "eval_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints", "async_checkpointing", "quiet",
                 "on_nonfinite", "dataset.data_dir", "analysis.")
 """Keys a resumed run may change freely (prefixes ending in '.' cover a section): how long and
 how often, not what is trained. Any other difference from the recorded config is refused."""
-
-MODEL_FIELD_DOMAINS: dict[str, Domain] = {
-    # by model field name, for every model that has the field (types come from annotations)
-    "depth": _COUNT, "width": Real(0.0, lo_open=True), "num_classes": _COUNT,
-    "widen_factor": _COUNT, "growth": _COUNT, "num_cells": _COUNT, "cell_depth": _COUNT,
-    "width_mult": Real(0.0, lo_open=True), "wm": Real(0.0, lo_open=True),
-    "dropout": Real(0.0, 1.0, hi_open=True), "droprate": Real(0.0, 1.0, hi_open=True),
-    "reduction": Real(0.0, 1.0, lo_open=True), "noise_scale": _NONNEG, "fc_noise": _NONNEG,
-    "head_std": _NONNEG, "gain": Real(0.0, lo_open=True), "fixup_m": Real(0.0, lo_open=True),
-    "topology_seed": Int(lo=0),
-}
-
-MODEL_SPEC_FIELDS: dict[str, str] = {
-    # model fields that hold registry specs, by name (suffix match for the *_init fields)
-    "norm": "NORMS", "act": "ACTIVATIONS", "conv": "CONVS", "_init": "INITS",
-}
 
 _MOMENTUM = Real(0.0, 1.0)
 KEYWORD_DOMAINS: dict[str, Domain] = {

@@ -66,6 +66,9 @@ def _load_config_file(spec: str) -> Any:
     return module.get_config(arg) if arg else module.get_config()
 
 
+_FLAG_FORMS = {"config": "config file[:variant]", "workdir": "directory"}
+
+
 def describe_flag_error(error: Exception, argv: list[str]) -> str:
     """One ``error: ...`` line for a failure while parsing flags or loading the config."""
     config_args = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
@@ -92,9 +95,12 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
     m = re.match(r"flag --([\w.]+)=(.*?): (.*)$", text)
     if m:
         flag, value, why = m.groups()
+        if "must have a value other than None" in why:
+            return f"error: --{flag} is missing; valid: --{flag}=<{_FLAG_FORMS.get(flag, 'value')}>"
         domain = config_schema.domain_of(flag.removeprefix("config."))
         valid = domain.describe() if domain is not None else "see --helpfull"
-        return f"error: {flag} = {value!r}: {why}; valid: {valid}"
+        name = flag if flag.startswith("config.") else f"--{flag}"
+        return f"error: {name} = {value!r}: {why}; valid: {valid}"
     return f"error: {text}"
 
 

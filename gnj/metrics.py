@@ -20,7 +20,6 @@ import os
 import time
 from typing import Any
 
-import jax
 import numpy as np
 
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -94,6 +93,8 @@ class MetricWriter:
     """Writes scalars to TensorBoard, ``metrics.jsonl`` and the console."""
 
     def __init__(self, workdir: str, resume_step: int, total_steps: int, quiet: bool = False):
+        import jax  # here: the record readers above stay importable without JAX (gnj.report)
+
         self.enabled = jax.process_index() == 0
         self.total_steps, self.quiet = total_steps, quiet
         self.path = os.path.join(workdir, "metrics.jsonl")

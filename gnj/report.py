@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from gnj import metrics
+
 ACC, LOSS, TRAIN_LOSS = "eval/accuracy", "eval/loss", "train/loss"
 
 
@@ -215,7 +217,7 @@ def read_run(workdir: str) -> RunResult | None:
         with open(metrics_path) as f:
             for line in f:
                 try:
-                    records.append(json.loads(line))
+                    records.append(metrics.loads_record(line))
                 except json.JSONDecodeError:
                     continue  # a line torn by a kill
     return RunResult(workdir, records, config, analysis)

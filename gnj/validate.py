@@ -104,6 +104,8 @@ _CALLER_SUPPLIED = {"SCHEDULES": ("base_lr", "steps_per_epoch", "total_steps")}
 
 def _parameters(entry: Any) -> dict[str, Any] | None:
     """Keyword → annotation of a registry entry; None if it accepts any keyword."""
+    if not callable(entry):  # a description (e.g. a DatasetSpec), not a factory: no keywords
+        return {}
     fields = getattr(entry, "__dataclass_fields__", None)
     if isinstance(entry, type) and fields is not None:
         return {k: f.type for k, f in fields.items()
@@ -141,8 +143,10 @@ def check_spec(key: str, spec: Any, registry_name: str, with_args: bool = True) 
     accepted = [p for p in params if p not in _CALLER_SUPPLIED.get(registry_name, ())]
     for kw, value in kwargs.items():
         if kw not in accepted:
+            valid = f"valid keywords: {', '.join(accepted)}" if accepted else \
+                f"valid: {name!r} without arguments"
             raise ConfigError(key, spec, f"{reg.kind} {name!r} has no keyword {kw!r}",
-                              f"{suggest(kw, accepted)}valid keywords: {', '.join(accepted)}")
+                              suggest(kw, accepted) + valid)
         if _type_fits(value, params[kw]) is False:
             raise ConfigError(key, spec, f"{kw} = {value!r} is not of type {params[kw]}",
                               f"valid: a value of type {params[kw]}")
@@ -181,7 +185,7 @@ def check_model_section(model: Any) -> None:
     params = _parameters(entry)
     for field, value in model.items():
         key = f"config.model.{field}"
-        if field in schema.MODEL_POLICY_KEYS:  # applied by the train step, not the model
+        if field in schema.MODEL_BUILD_KEYS:  # consumed by models.build, not a model field
             _check_value(key, value, schema.FIELDS[f"model.{field}"].domain)
             continue
         if field == "name":
@@ -251,7 +255,7 @@ def blame_model_key(model: Any, message: str) -> str:
     """The model key a shape error most likely concerns: the first field whose name or value
     appears in ``message``; the section itself otherwise."""
     for field, value in model.items():
-        if field not in ("name", *schema.MODEL_POLICY_KEYS) and (f"{field}" in message or
+        if field not in ("name", *schema.MODEL_BUILD_KEYS) and (f"{field}" in message or
                                 (isinstance(value, str) and value and value in message)):
             return f"config.model.{field}"
     return "config.model"

@@ -25,6 +25,9 @@ from gnj.workdir import WorkdirError
 from tests.conftest import REPO
 from tests.test_train import _main, _small_config
 
+# Orbax leaves unclosed TensorStore handles behind a failed restore or write (damage, ENOSPC).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 CADENCE = dict(num_steps=8, log_every_steps=3, eval_every_steps=4, checkpoint_every_steps=100)
 
 
@@ -269,6 +272,18 @@ def test_damaged_newest_checkpoint_is_moved_aside(tmp_path, saved_run, initial_s
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
 
 
+def test_intact_checkpoint_of_another_shape_is_an_error_not_damage(tmp_path, saved_run,
+                                                                   initial_state):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(saved_run, workdir)
+    wider = initial_state.replace(params=jax.tree.map(
+        lambda x: np.zeros((*x.shape, 2), x.dtype), initial_state.params))
+    with pytest.raises(RuntimeError, match="cannot be restored into this config's state"):
+        checkpoint.manager(workdir, 2, 3).restore_latest(wider)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    assert not os.path.exists(os.path.join(workdir, checkpoint.DAMAGED_DIR))
+
+
 def test_resume_from_the_fallback_is_bitwise(tfds_dir, tmp_path, saved_run):
     workdir = str(tmp_path / "w")
     shutil.copytree(saved_run, workdir)
@@ -285,7 +300,6 @@ def _mount_tmpfs(path, size):
     return proc.returncode == 0
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_disk_full_names_the_path_and_keeps_earlier_checkpoints(monkeypatch, tfds_dir,
                                                                 tmp_path):
     """A workdir on a small tmpfs where the test can mount one (the first checkpoint fits,
@@ -384,6 +398,10 @@ def test_exit_statuses_and_lines():
 @pytest.mark.slow
 def test_sigterm_exit_status_and_line(tfds_dir, tmp_path):
     proc = _start_and_wait_for_training(_cli(tmp_path, tfds_dir))
+    second = subprocess.run(_cli(tmp_path, tfds_dir), cwd=REPO, capture_output=True, text=True,
+                            timeout=300)  # the same workdir while the first one trains
+    assert second.returncode == 2
+    assert f"in use by process {proc.pid}" in second.stderr.strip().splitlines()[-1]
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err

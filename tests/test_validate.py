@@ -125,10 +125,14 @@ def _key_of(path):
 
 
 @pytest.mark.parametrize("path,value,others", _generated_cases() + HAND_WRITTEN)
-def test_malformed_config_is_refused_in_one_line(path, value, others):
+def test_malformed_config_is_refused_in_one_line(path, value, others, tmp_path):
+    """Through the library entry point: refused before the data, the model or the workdir."""
+    from gnj import train
+
     c = _config(**{**others, path: value})
     with pytest.raises(validate.ConfigError) as info:
-        validate.check(c)
+        train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
     line = info.value.line()
     assert line.startswith("error: ") and "\n" not in line
     assert info.value.key == _key_of(path), line
@@ -184,6 +188,7 @@ CLI_CASES = [  # (extra args, key named in the line, value named in the line)
     (["--config.model.norm=batch(momentum=2)"], "config.model.norm", "batch(momentum=2)"),
     (["--config=configs/default.py:nope"], "--config", "nope"),
     (["--config=configs/missing.py"], "--config", "missing.py"),
+    (["--mode=bogus"], "--mode", "bogus"),
 ]
 
 

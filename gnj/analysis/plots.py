@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from gnj import metrics
 from gnj.analysis import spectrum
 
 
@@ -99,7 +100,7 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         for line in f:
             if line.strip():
                 try:
-                    records.append(json.loads(line))
+                    records.append(metrics.loads_record(line))  # "NaN" strings too
                 except json.JSONDecodeError:
                     continue
     return records
