@@ -79,6 +79,9 @@ def _cases() -> list[Case]:
              dict(name="resnet56_lubana", depth=8, width=4, norm="batch_lubana", preact=True,
                   skipinit=True),
              lambda: twins.LubanaResNet(8, 4, "bn", 3, True, True), (4, 8, 8, 3)))
+    add(Case("resnet56_lubana preact, no norm (d8 w4)", "BeyondBatchNorm ResNet_cifar",
+             dict(name="resnet56_lubana", depth=8, width=4, norm="none", preact=True),
+             lambda: twins.LubanaResNet(8, 4, "plain", 3, True, False), (4, 8, 8, 3)))
     add(Case("resnet_cifar BN, option A (d8 w4)", "GNEDNN cifar/models/resnet.py",
              dict(name="resnet_cifar", depth=8, width=4),
              lambda: twins.GneResNet(8, 4, 3), (4, 8, 8, 3)))

@@ -251,6 +251,14 @@ class TLU(nn.Module):
         return torch.max(x, self.tau)
 
 
+class Probe(nn.Module):
+    """Conv_prober / Activs_prober as the network sees them while training: an identity whose
+    forward returns a copy (its statistics are not needed here)."""
+
+    def forward(self, x):
+        return x.clone()
+
+
 def norm_and_act(norm: str, c: int) -> list[nn.Module]:
     if norm == "frn":
         return [FRNSelf(c), TLU(c)]
@@ -265,8 +273,8 @@ class LubanaVGG(nn.Module):
         layers, cin = [], 3
         for c in cfg:
             width, stride = c if isinstance(c, tuple) else (c, 1)
-            layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.Identity(),
-                       *norm_and_act(norm, width), nn.Identity()]  # probes: identity maps
+            layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), Probe(),
+                       *norm_and_act(norm, width), Probe()]
             cin = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cin, num_classes)
@@ -286,13 +294,15 @@ class LubanaBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, planes, 3, stride, 1, bias=False),
-                                          nn.Identity(), norm_and_act(norm, planes)[0])
+                                          Probe(), norm_and_act(norm, planes)[0])
+        self.conv_probe1, self.norm_probe1 = Probe(), Probe()
+        self.conv_probe2, self.norm_probe2 = Probe(), Probe()
 
     def forward(self, x):
-        out = self.activ1(self.norm1(self.conv1(x)))
-        out = self.skip_gain * self.norm2(self.conv2(out))
+        out = self.norm_probe1(self.activ1(self.norm1(self.conv_probe1(self.conv1(x)))))
+        out = self.skip_gain * self.norm2(self.conv_probe2(self.conv2(out)))
         out += self.shortcut(x)
-        return self.activ2(out)
+        return self.norm_probe2(self.activ2(out))
 
 
 class LubanaPreactBlock(nn.Module):
@@ -307,14 +317,18 @@ class LubanaPreactBlock(nn.Module):
         if stride != 1:  # the reference's channel test never fires
             self.shortcut = nn.Sequential(norm_and_act(norm, cin)[0],
                                           nn.Conv2d(cin, planes, 3, stride, 1, bias=False),
-                                          nn.Identity())
+                                          Probe())
+        self.conv_probe1, self.norm_probe1 = Probe(), Probe()
+        self.conv_probe2, self.norm_probe2 = Probe(), Probe()
 
     def forward(self, x):
-        out = self.conv1(self.activ1(self.norm1(x)))  # with an identity norm the in-place
-        out = self.activ2(self.norm2(out))            # activation overwrites x itself
-        out = self.skip_gain * self.conv2(out)
+        # with an identity norm, the in-place activation overwrites x itself before the
+        # shortcut reads it
+        out = self.conv_probe1(self.conv1(self.norm_probe1(self.activ1(self.norm1(x)))))
+        out = self.activ2(self.norm2(out))
+        out = self.skip_gain * self.conv_probe2(self.conv2(out))
         out += self.shortcut(x)
-        return out
+        return self.norm_probe2(out)
 
 
 class LubanaResNet(nn.Module):
@@ -322,7 +336,9 @@ class LubanaResNet(nn.Module):
         super().__init__()
         n, block = (depth - 2) // 6, LubanaPreactBlock if preact else LubanaBlock
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.conv_probe1 = Probe()
         self.norm1, self.activ1 = norm_and_act(norm, width)
+        self.norm_probe1 = Probe()
         cin, stages = width, []
         for s, planes in enumerate((width, 2 * width, 4 * width)):
             blocks = []
@@ -334,7 +350,7 @@ class LubanaResNet(nn.Module):
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        out = self.activ1(self.norm1(self.conv1(x)))
+        out = self.norm_probe1(self.activ1(self.norm1(self.conv_probe1(self.conv1(x)))))
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.linear(F.avg_pool2d(out, out.size()[3]).flatten(1))
 
