@@ -11,7 +11,9 @@ through ``gnj.pretrained``'s maps. Tensor layouts:
   reference's channel-major flatten of an NCHW map to gnj's flatten of the NHWC map);
 - norm weight / gamma → ``scale``, bias / beta → ``bias``, running_mean / moving_mean →
   ``batch_stats/…/mean``, running_var / moving_var → ``var``; FRN ``eps`` and TLU ``tau`` keep
-  their names; per-channel (1, C, 1, 1) and scalar (1,) tensors are reshaped to gnj's (C,) / ().
+  their names; Online Normalization's streams ``norm.m`` / ``norm.var`` → ``batch_stats``
+  ``mean`` / ``var`` and ``norm.u`` / ``norm.v`` → ``backward_state`` ``u`` / ``v``;
+  per-channel (1, C, 1, 1) and scalar (1,) tensors are reshaped to gnj's (C,) / ().
 
 Tensors the reference creates but never uses are listed per family (``NameMap.unused``) and
 skipped. Every gnj tensor must be covered and every other torch tensor used, with matching
@@ -32,7 +34,10 @@ from gnj import pretrained
 LEAVES = {"gamma": ("params", "scale"), "beta": ("params", "bias"), "bias": ("params", "bias"),
           "running_mean": ("batch_stats", "mean"), "moving_mean": ("batch_stats", "mean"),
           "running_var": ("batch_stats", "var"), "moving_var": ("batch_stats", "var"),
-          "eps": ("params", "eps"), "tau": ("params", "tau")}
+          "eps": ("params", "eps"), "tau": ("params", "tau"),
+          # Online Normalization's streams (OnlineNorm2d.norm.{m, var, u, v})
+          "m": ("batch_stats", "mean"), "var": ("batch_stats", "var"),
+          "u": ("backward_state", "u"), "v": ("backward_state", "v")}
 IGNORED = re.compile(r".*\.num_batches_tracked$")
 
 
@@ -281,10 +286,34 @@ def _gne_resnet(model: Any) -> NameMap:
     return m
 
 
+def _online_norm_resnet(model: Any) -> NameMap:
+    """Online Normalization ``experiments/resnet`` ResNet with ``cifar=True`` (torchvision's
+    names): conv1, bn1, layer{s}.{i}.{conv1, bn1, conv2, bn2, downsample.0 (1×1 conv),
+    downsample.1 (norm)}, fc; an OnlineNorm2d keeps its streams in ``.norm``."""
+    m = NameMap(modules={"conv1": "stem", "fc": "head"})
+    m.norm("bn1", "stem_norm")
+    m.norm("bn1.norm", "stem_norm")
+    for s in range(1, 4):
+        for i in range((model.depth - 2) // 6):
+            t, g = f"layer{s}.{i}", f"stage{s}_block{i}"
+            m.modules.update({f"{t}.conv1": f"{g}/conv1", f"{t}.conv2": f"{g}/conv2",
+                              f"{t}.downsample.0": f"{g}/shortcut_conv"})
+            for a, b in (("bn1", "norm1"), ("bn2", "norm2"), ("downsample.1", "shortcut_norm")):
+                m.norm(f"{t}.{a}", f"{g}/{b}")
+                m.norm(f"{t}.{a}.norm", f"{g}/{b}")
+    return m
+
+
+def _resnet_cifar(model: Any) -> NameMap:
+    """GNEDNN's layout for option-A shortcuts (its only kind); Online Normalization's
+    torchvision-style layout for option B (1×1 conv + norm), the shortcut that code uses."""
+    return _online_norm_resnet(model) if model.shortcut == "B" else _gne_resnet(model)
+
+
 FAMILIES: dict[str, Callable[[Any], NameMap]] = {
     "ConstNet": _constnet, "LeakyNet": _leakynet, "DenseCNN": _dense_cnn,
     "DenseCNNDepthwise": _dense_cnn, "DenseMLP": _dense_mlp, "VGG": _vgg,
-    "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _gne_resnet, "SerialNet": _gne_resnet,
+    "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _resnet_cifar, "SerialNet": _gne_resnet,
 }
 
 

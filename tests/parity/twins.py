@@ -497,6 +497,121 @@ class TvMobileNetV2(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
+# --------------------------------------------------------------------- Online Normalization
+
+
+class _OnlineNormFn(torch.autograd.Function):
+    """The reference's Norm2d: per sample t, y_t = (x_t − μ)/√(σ² + eps) with the streams
+    before the sample, then μ, σ² updated from the sample's mean and variance over (H, W); the
+    backward runs the control process with the streams u, v (numpy_on's norm_backward)."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        mu_x = x.mean(dim=(2, 3))
+        var_x = ((x - mu_x[:, :, None, None]) ** 2).mean(dim=(2, 3))
+        m, var = layer.m.clone(), layer.var.clone()
+        centre, scale = torch.empty_like(mu_x), torch.empty_like(mu_x)
+        for t in range(x.shape[0]):
+            centre[t], scale[t] = m, torch.sqrt(var + layer.eps)
+            var = (layer.afwd * var + (1 - layer.afwd) * var_x[t]
+                   + layer.afwd * (1 - layer.afwd) * (mu_x[t] - m) ** 2)
+            m = m + (1 - layer.afwd) * (mu_x[t] - m)
+        layer.m.copy_(m)
+        layer.var.copy_(var)
+        out = (x - centre[:, :, None, None]) / scale[:, :, None, None]
+        ctx.save_for_backward(out, scale)
+        ctx.layer = layer
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        out, scale = ctx.saved_tensors
+        layer, c = ctx.layer, 1 - ctx.layer.abkw
+        u, v = layer.u.clone(), layer.v.clone()
+        grad_in = torch.empty_like(g)
+        for t in range(g.shape[0]):
+            grad = g[t] - c * v[:, None, None] * out[t]
+            v = v + (grad * out[t]).mean(dim=(1, 2))
+            grad_in[t] = grad / scale[t, :, None, None] - c * u[:, None, None]
+            u = u + grad_in[t].mean(dim=(1, 2))
+        layer.u.copy_(u)
+        layer.v.copy_(v)
+        return grad_in, None
+
+
+class Norm2d(nn.Module):
+    def __init__(self, c, afwd, abkw, eps=1e-5):
+        super().__init__()
+        self.afwd, self.abkw, self.eps = afwd, abkw, eps
+        for name, init in (("m", torch.zeros), ("var", torch.ones), ("u", torch.zeros),
+                           ("v", torch.zeros)):
+            self.register_buffer(name, init(c))
+
+    def forward(self, x):
+        if self.training:
+            return _OnlineNormFn.apply(x, self)
+        return (x - self.m[:, None, None]) / torch.sqrt(self.var[:, None, None] + self.eps)
+
+
+class OnlineNorm2d(nn.Module):
+    """norm → ·weight + bias → layer scaling over (C, H, W) per sample (ecm 'ls')."""
+
+    def __init__(self, c, afwd, abkw):
+        super().__init__()
+        self.norm = Norm2d(c, afwd, abkw)
+        self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+
+    def forward(self, x):
+        out = self.norm(x) * self.weight[:, None, None] + self.bias[:, None, None]
+        return out / torch.sqrt((out * out).mean(dim=(1, 2, 3), keepdim=True) + 1e-5)
+
+
+class OnBlock(nn.Module):
+    def __init__(self, cin, planes, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = norm(planes)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
+                                            norm(planes))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += identity
+        return self.relu(out)
+
+
+class OnlineNormResNet(nn.Module):
+    """experiments/resnet ResNet with cifar=True (3×3 stem, no max pool, three stages, 1×1
+    conv + norm downsample) and OnlineNorm2d layers."""
+
+    def __init__(self, depth, width, num_classes, afwd, abkw):
+        super().__init__()
+        norm = lambda c: OnlineNorm2d(c, afwd, abkw)
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = norm(width)
+        self.relu = nn.ReLU(inplace=True)
+        cin = width
+        for s, planes in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for i in range(n):
+                blocks.append(OnBlock(cin, planes, 2 if (s > 0 and i == 0) else 1, norm))
+                cin = planes
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 def randomize_(model: nn.Module, seed: int) -> nn.Module:
     """Every parameter and running statistic drawn at random (fan-in scaled weights; norm scales
     near 1; positive variances), so no zero init hides a path and eval mode is not trivial."""
@@ -513,8 +628,8 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
         for name, b in model.named_buffers():
-            if name.endswith(("running_var", "moving_var")):
+            if name.endswith(("running_var", "moving_var", "norm.var")):
                 b.copy_(0.5 + torch.rand(b.shape, generator=g, dtype=b.dtype))
-            elif name.endswith(("running_mean", "moving_mean")):
+            elif name.endswith(("running_mean", "moving_mean", "norm.m", "norm.u", "norm.v")):
                 b.copy_(0.3 * torch.randn(b.shape, generator=g, dtype=b.dtype))
     return model
