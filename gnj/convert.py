@@ -286,6 +286,21 @@ def _gne_resnet(model: Any) -> NameMap:
     return m
 
 
+def _gne_densenet(model: Any) -> NameMap:
+    """GNEDNN ``cifar/models/densenet.py::DenseNet``: conv1, dense{s}.{i}.{conv1, conv2, norm1,
+    norm2}, trans{s}.{conv, norm}, norm_last, linear (``block`` repeats the modules)."""
+    m = NameMap(modules={"conv1": "stem", "linear": "head"},
+                unused=[r"dense\d\.\d+\.block\..*", r"trans\d\.block\..*"])
+    m.norm("norm_last", "final_norm")
+    for s, n in enumerate(model.block_sizes, start=1):
+        for i in range(n):
+            for name in ("conv1", "conv2", "norm1", "norm2"):
+                m.modules[f"dense{s}.{i}.{name}"] = f"dense{s}_{i}/{name}"
+        m.modules[f"trans{s}.conv"] = f"trans{s}/conv"
+        m.norm(f"trans{s}.norm", f"trans{s}/norm")
+    return m
+
+
 def _online_norm_resnet(model: Any) -> NameMap:
     """Online Normalization ``experiments/resnet`` ResNet with ``cifar=True`` (torchvision's
     names): conv1, bn1, layer{s}.{i}.{conv1, bn1, conv2, bn2, downsample.0 (1×1 conv),
@@ -314,6 +329,7 @@ FAMILIES: dict[str, Callable[[Any], NameMap]] = {
     "ConstNet": _constnet, "LeakyNet": _leakynet, "DenseCNN": _dense_cnn,
     "DenseCNNDepthwise": _dense_cnn, "DenseMLP": _dense_mlp, "VGG": _vgg,
     "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _resnet_cifar, "SerialNet": _gne_resnet,
+    "DenseNetCifar": _gne_densenet,
 }
 
 

@@ -489,3 +489,17 @@ def test_lubana_preact_without_norm_shortcut_reads_the_inplace_relu():
         v = block.init(jax.random.PRNGKey(0), x)
         np.testing.assert_allclose(block.apply(v, x), expected, rtol=1e-6)
     assert build({"name": "resnet56_lubana"}, 10).shortcut_reads_inplace_relu
+
+
+def test_densenet_without_norm_concatenates_the_inplace_activation():
+    """GNEDNN bottleneck, no norm, in-place leaky ReLU: the concatenated input is act(x)."""
+    from gnj.models.densenet import Bottleneck
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 3))
+    act = "leaky_relu(negative_slope=0.3)"
+    leaky = np.where(np.asarray(x) > 0, np.asarray(x), 0.3 * np.asarray(x))
+    for after_act, expected in ((True, leaky), (False, np.asarray(x))):
+        block = Bottleneck(2, "none", act, "kaiming_normal", "plain", True, after_act)
+        y = block.apply(block.init(jax.random.PRNGKey(0), x), x)
+        np.testing.assert_allclose(y[..., 2:], expected, rtol=1e-6)
+    assert build({"name": "densenet_cifar"}, 10).concat_after_inplace_act

@@ -87,6 +87,16 @@ def _cases() -> list[Case]:
     add(Case("resnet_cifar BN, option A (d8 w4)", "GNEDNN cifar/models/resnet.py",
              dict(name="resnet_cifar", depth=8, width=4),
              lambda: twins.GneResNet(8, 4, 3), (4, 8, 8, 3)))
+    for label, norm, act, acf in (
+            ("BN, relu", "batch", "relu", lambda: torch.nn.ReLU(True)),
+            ("no norm, relu", "none", "relu", lambda: torch.nn.ReLU(True)),
+            ("no norm, leaky relu 0.3", "none", "leaky_relu(negative_slope=0.3)",
+             lambda: torch.nn.LeakyReLU(0.3, inplace=True))):
+        add(Case(f"densenet_cifar {label} (k2, 2-2-2)", "GNEDNN cifar/models/densenet.py",
+                 dict(name="densenet_cifar", growth=2, block_sizes=(2, 2, 2), norm=norm,
+                      act=act),
+                 lambda norm=norm, acf=acf: twins.GneDenseNet(2, (2, 2, 2), norm != "none",
+                                                              acf(), 3), (2, 32, 32, 3)))
     add(Case("serial_net BN (d8 w4)", "GNEDNN cifar/models/serial_net.py",
              dict(name="serial_net", depth=8, width=4),
              lambda: twins.GneResNet(8, 4, 3, residual=False), (4, 8, 8, 3)))

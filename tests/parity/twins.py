@@ -405,6 +405,68 @@ class GneResNet(nn.Module):
         return self.linear(out.mean(dim=(2, 3)))
 
 
+class GneBottleneck(nn.Module):
+    """cifar/models/densenet.py Bottleneck: its activation module is applied to the block input
+    itself when there is no norm (in place for relu, leaky_relu); the input is then concatenated."""
+
+    def __init__(self, cin, growth, use_norm, acf):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, 4 * growth, 1, bias=not use_norm)
+        self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=not use_norm)
+        if use_norm:
+            self.norm1, self.norm2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(4 * growth)
+            layers = [self.norm1, acf, self.conv1, self.norm2, acf, self.conv2]
+        else:
+            layers = [acf, self.conv1, acf, self.conv2]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return torch.cat([self.block(x), x], 1)
+
+
+class GneTransition(nn.Module):
+    def __init__(self, cin, cout, use_norm, acf):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, stride=2, padding=1, bias=not use_norm)
+        if use_norm:
+            self.norm = nn.BatchNorm2d(cin)
+        self.block = nn.Sequential(*([self.norm] if use_norm else []), acf, self.conv)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class GneDenseNet(nn.Module):
+    def __init__(self, growth, blocks, use_norm, acf, num_classes):
+        super().__init__()
+        self.use_norm, self.acf = use_norm, acf
+        planes = 2 * growth
+        self.conv1 = nn.Conv2d(3, planes, 3, padding=1, bias=not use_norm)
+        for s, n in enumerate(blocks):
+            layers = []
+            for _ in range(n):
+                layers.append(GneBottleneck(planes, growth, use_norm, acf))
+                planes += growth
+            setattr(self, f"dense{s + 1}", nn.Sequential(*layers))
+            if s < len(blocks) - 1:
+                out = planes // 2
+                setattr(self, f"trans{s + 1}", GneTransition(planes, out, use_norm, acf))
+                planes = out
+        self.n_stages = len(blocks)
+        if use_norm:
+            self.norm_last = nn.BatchNorm2d(planes)
+        self.linear = nn.Linear(planes, num_classes)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        for s in range(1, self.n_stages + 1):
+            out = getattr(self, f"dense{s}")(out)
+            if s < self.n_stages:
+                out = getattr(self, f"trans{s}")(out)
+        out = self.acf(self.norm_last(out) if self.use_norm else out)
+        return self.linear(F.avg_pool2d(out, 8).flatten(1))
+
+
 # ------------------------------------------------------------------------------ torchvision
 
 
