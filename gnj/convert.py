@@ -301,6 +301,40 @@ def _gne_densenet(model: Any) -> NameMap:
     return m
 
 
+def _gne_fixup_resnet(model: Any) -> NameMap:
+    """GNEDNN ``imagenet/models/fixup_resnet.py`` (torchvision names): conv1, bias1, bias2,
+    layer{s}.{i}.{conv1, conv2, conv3, downsample, bias1a, bias1b, …, scale}, fc."""
+    from gnj.models.resnet import ARCHS
+
+    m = NameMap(modules={"conv1": "conv1", "fc": "fc"},
+                tensors={"bias1": "params/bias1", "bias2": "params/bias2"})
+    _, layers, _, _ = ARCHS[model.arch]
+    scalars = ("bias1a", "bias1b", "bias2a", "bias2b", "bias3a", "bias3b", "scale")
+    for s, n in enumerate(layers, start=1):
+        for i in range(n):
+            t, g = f"layer{s}.{i}", f"layer{s}_{i}"
+            for name in ("conv1", "conv2", "conv3", "downsample"):
+                m.modules[f"{t}.{name}"] = f"{g}/{name}"
+            m.tensors.update({f"{t}.{k}": f"params/{g}/{k}" for k in scalars})
+    return m
+
+
+def _gne_mobilenet(model: Any) -> NameMap:
+    """GNEDNN ``imagenet/models/mobilenet.py``: model.0.{conv, norm} (stem), model.{i+1}.{conv_dw,
+    norm1, conv_pw, norm2} (``dense``: .{conv, norm}), fc."""
+    from gnj.models.mobilenet import BLOCKS
+
+    m = NameMap(modules={"model.0.conv": "stem/conv", "fc": "head"})
+    m.norm("model.0.norm", "stem/norm")
+    for i in range(len(BLOCKS)):
+        t, g = f"model.{i + 1}", f"block{i}"
+        m.modules.update({f"{t}.conv": f"{g}/conv", f"{t}.conv_dw": f"{g}/dw/conv",
+                          f"{t}.conv_pw": f"{g}/pw/conv"})
+        for a, b in (("norm", "norm"), ("norm1", "dw/norm"), ("norm2", "pw/norm")):
+            m.norm(f"{t}.{a}", f"{g}/{b}")
+    return m
+
+
 def _online_norm_resnet(model: Any) -> NameMap:
     """Online Normalization ``experiments/resnet`` ResNet with ``cifar=True`` (torchvision's
     names): conv1, bn1, layer{s}.{i}.{conv1, bn1, conv2, bn2, downsample.0 (1×1 conv),
@@ -329,7 +363,8 @@ FAMILIES: dict[str, Callable[[Any], NameMap]] = {
     "ConstNet": _constnet, "LeakyNet": _leakynet, "DenseCNN": _dense_cnn,
     "DenseCNNDepthwise": _dense_cnn, "DenseMLP": _dense_mlp, "VGG": _vgg,
     "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _resnet_cifar, "SerialNet": _gne_resnet,
-    "DenseNetCifar": _gne_densenet,
+    "DenseNetCifar": _gne_densenet, "FixupResNet": _gne_fixup_resnet,
+    "MobileNetV1": _gne_mobilenet,
 }
 
 

@@ -97,6 +97,15 @@ def _cases() -> list[Case]:
                       act=act),
                  lambda norm=norm, acf=acf: twins.GneDenseNet(2, (2, 2, 2), norm != "none",
                                                               acf(), 3), (2, 32, 32, 3)))
+    add(Case("mobilenet_v1 BN (width 1/8)", "GNEDNN imagenet/models/mobilenet.py",
+             dict(name="mobilenet_v1", width=0.125),
+             lambda: twins.GneMobileNet(0.125, True, 3), (4, 32, 32, 3)))
+    add(Case("mobilenet_v1 dense, no norm (width 1/8)", "GNEDNN imagenet/models/mobilenet.py",
+             dict(name="mobilenet_v1", width=0.125, dense=True, norm="none"),
+             lambda: twins.GneMobileNet(0.125, False, 3, dense=True), (2, 32, 32, 3)))
+    add(Case("fixup_resnet original, resnet18 arch", "GNEDNN imagenet/models/fixup_resnet.py",
+             dict(name="fixup_resnet", arch="resnet18"),
+             lambda: twins.FixupResNet18(3), (2, 32, 32, 3)))
     add(Case("serial_net BN (d8 w4)", "GNEDNN cifar/models/serial_net.py",
              dict(name="serial_net", depth=8, width=4),
              lambda: twins.GneResNet(8, 4, 3, residual=False), (4, 8, 8, 3)))

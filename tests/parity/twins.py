@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -465,6 +466,86 @@ class GneDenseNet(nn.Module):
                 out = getattr(self, f"trans{s}")(out)
         out = self.acf(self.norm_last(out) if self.use_norm else out)
         return self.linear(F.avg_pool2d(out, 8).flatten(1))
+
+
+class FixupBasic(nn.Module):
+    """imagenet/models/fixup_resnet.py FixupBasicBlock."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.bias1a, self.bias1b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        self.bias2a, self.bias2b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        self.scale = nn.Parameter(torch.ones(1))
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Conv2d(cin, planes, 1, stride, bias=False)
+                           if stride != 1 or cin != planes else None)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        out = self.conv2(out + self.bias2a) * self.scale + self.bias2b
+        if self.downsample is not None:
+            identity = self.downsample(x + self.bias1a)
+        out += identity
+        return self.relu(out)
+
+
+class FixupResNet18(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bias1, self.bias2 = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for s, planes in enumerate((64, 128, 256, 512)):
+            blocks = []
+            for i in range(2):
+                blocks.append(FixupBasic(cin, planes, 2 if (s > 0 and i == 0) else 1))
+                cin = planes
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.conv1(x) + self.bias1))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean(dim=(2, 3)) + self.bias2)
+
+
+class GneMobileNet(nn.Module):
+    """imagenet/models/mobilenet.py MobileNet (channels times ``width``; global mean head)."""
+
+    def __init__(self, width, use_norm, num_classes, dense=False):
+        super().__init__()
+        ch = lambda c: max(1, int(c * width))
+        norm = (lambda c: nn.BatchNorm2d(c)) if use_norm else None
+
+        def unit(cin, cout, stride, groups=1, k=3, names=("conv", "norm", "acf")):
+            mods = [(names[0], nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups,
+                                         bias=not use_norm))]
+            if use_norm:
+                mods.append((names[1], norm(cout)))
+            mods.append((names[2], nn.ReLU(inplace=True)))
+            return mods
+
+        plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+                (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+        blocks, cin = [nn.Sequential(OrderedDict(unit(3, ch(32), 2)))], ch(32)
+        for c, s in plan:
+            if dense:
+                mods = unit(cin, ch(c), s)
+            else:
+                mods = (unit(cin, cin, s, cin, 3, ("conv_dw", "norm1", "acf1"))
+                        + unit(cin, ch(c), 1, 1, 1, ("conv_pw", "norm2", "acf2")))
+            blocks.append(nn.Sequential(OrderedDict(mods)))
+            cin = ch(c)
+        self.model = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.model(x).mean(dim=(2, 3)))
 
 
 # ------------------------------------------------------------------------------ torchvision
