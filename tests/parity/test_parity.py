@@ -24,6 +24,7 @@ def test_gnj_matches_the_reference_twin(case):
     ("wrn_constnet BN (d7 k1)", {"projection_after_relu": False}),
     ("dense_cnn_depthwise (D4, 2 cells, wm 0.25)", {"link_sampler": "numpy"}),
     ("resnet56_lubana preact, no norm (d8 w4)", {"shortcut_reads_inplace_relu": False}),
+    ("densenet_cifar no norm, leaky relu 0.3 (k2, 2-2-2)", {"concat_after_inplace_act": False}),
 ])
 def test_the_harness_catches_the_old_behaviour(name, option):
     """gnj's behaviour before following the reference (kept as an option) is far from it."""
