@@ -1,10 +1,12 @@
 """PyTorch state dicts of the reference code bases → gnj variables, one name map per model family.
 
-``from_torch(model, variables, state_dict)`` returns ``variables`` (the gnj model's ``params`` and
-``batch_stats``) with every tensor replaced by the matching tensor of a state dict laid out as the
-reference's PyTorch module (its attribute names; ``num_batches_tracked`` is dropped). Families and
-the layouts they read are listed in docs/parity.md; the torchvision ResNets and MobileNetV2 go
-through ``gnj.pretrained``'s maps. Tensor layouts:
+``from_torch(model, variables, state_dict)`` returns ``variables`` (the gnj model's ``params``,
+``batch_stats`` and Online Normalization's ``backward_state``) with every tensor replaced by the
+matching tensor of a state dict laid out as the reference's PyTorch module (its attribute names;
+``num_batches_tracked`` is dropped). The families are in :data:`FAMILIES`, each map's docstring
+names the layout it reads (docs/parity.md: how they are checked); the torchvision ResNets and
+MobileNetV2 go through ``gnj.pretrained``'s maps.
+Tensor layouts:
 
 - conv weight (O, I/g, kh, kw) → ``kernel`` (kh, kw, I/g, O); Linear weight (out, in) →
   ``kernel`` (in, out) (the NN-Mass dense CNN's head also reorders its inputs from the
