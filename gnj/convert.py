@@ -1,17 +1,21 @@
 """PyTorch state dicts of the reference code bases → gnj variables, one name map per model family.
 
-``from_torch(model, variables, state_dict)`` returns ``variables`` (the gnj model's ``params`` and
-``batch_stats``) with every tensor replaced by the matching tensor of a state dict laid out as the
-reference's PyTorch module (its attribute names; ``num_batches_tracked`` is dropped). Families and
-the layouts they read are listed in docs/parity.md; the torchvision ResNets and MobileNetV2 go
-through ``gnj.pretrained``'s maps. Tensor layouts:
+``from_torch(model, variables, state_dict)`` returns ``variables`` (the gnj model's ``params``,
+``batch_stats`` and Online Normalization's ``backward_state``) with every tensor replaced by the
+matching tensor of a state dict laid out as the reference's PyTorch module (its attribute names;
+``num_batches_tracked`` is dropped). The families are in :data:`FAMILIES`, each map's docstring
+names the layout it reads (docs/parity.md: how they are checked); the torchvision ResNets and
+MobileNetV2 go through ``gnj.pretrained``'s maps.
+Tensor layouts:
 
 - conv weight (O, I/g, kh, kw) → ``kernel`` (kh, kw, I/g, O); Linear weight (out, in) →
   ``kernel`` (in, out) (the NN-Mass dense CNN's head also reorders its inputs from the
   reference's channel-major flatten of an NCHW map to gnj's flatten of the NHWC map);
 - norm weight / gamma → ``scale``, bias / beta → ``bias``, running_mean / moving_mean →
   ``batch_stats/…/mean``, running_var / moving_var → ``var``; FRN ``eps`` and TLU ``tau`` keep
-  their names; per-channel (1, C, 1, 1) and scalar (1,) tensors are reshaped to gnj's (C,) / ().
+  their names; Online Normalization's streams ``norm.m`` / ``norm.var`` → ``batch_stats``
+  ``mean`` / ``var`` and ``norm.u`` / ``norm.v`` → ``backward_state`` ``u`` / ``v``;
+  per-channel (1, C, 1, 1) and scalar (1,) tensors are reshaped to gnj's (C,) / ().
 
 Tensors the reference creates but never uses are listed per family (``NameMap.unused``) and
 skipped. Every gnj tensor must be covered and every other torch tensor used, with matching
@@ -32,7 +36,10 @@ from gnj import pretrained
 LEAVES = {"gamma": ("params", "scale"), "beta": ("params", "bias"), "bias": ("params", "bias"),
           "running_mean": ("batch_stats", "mean"), "moving_mean": ("batch_stats", "mean"),
           "running_var": ("batch_stats", "var"), "moving_var": ("batch_stats", "var"),
-          "eps": ("params", "eps"), "tau": ("params", "tau")}
+          "eps": ("params", "eps"), "tau": ("params", "tau"),
+          # Online Normalization's streams (OnlineNorm2d.norm.{m, var, u, v})
+          "m": ("batch_stats", "mean"), "var": ("batch_stats", "var"),
+          "u": ("backward_state", "u"), "v": ("backward_state", "v")}
 IGNORED = re.compile(r".*\.num_batches_tracked$")
 
 
@@ -281,10 +288,85 @@ def _gne_resnet(model: Any) -> NameMap:
     return m
 
 
+def _gne_densenet(model: Any) -> NameMap:
+    """GNEDNN ``cifar/models/densenet.py::DenseNet``: conv1, dense{s}.{i}.{conv1, conv2, norm1,
+    norm2}, trans{s}.{conv, norm}, norm_last, linear (``block`` repeats the modules)."""
+    m = NameMap(modules={"conv1": "stem", "linear": "head"},
+                unused=[r"dense\d\.\d+\.block\..*", r"trans\d\.block\..*"])
+    m.norm("norm_last", "final_norm")
+    for s, n in enumerate(model.block_sizes, start=1):
+        for i in range(n):
+            for name in ("conv1", "conv2", "norm1", "norm2"):
+                m.modules[f"dense{s}.{i}.{name}"] = f"dense{s}_{i}/{name}"
+        m.modules[f"trans{s}.conv"] = f"trans{s}/conv"
+        m.norm(f"trans{s}.norm", f"trans{s}/norm")
+    return m
+
+
+def _gne_fixup_resnet(model: Any) -> NameMap:
+    """GNEDNN ``imagenet/models/fixup_resnet.py`` (torchvision names): conv1, bias1, bias2,
+    layer{s}.{i}.{conv1, conv2, conv3, downsample, bias1a, bias1b, …, scale}, fc."""
+    from gnj.models.resnet import ARCHS
+
+    m = NameMap(modules={"conv1": "conv1", "fc": "fc"},
+                tensors={"bias1": "params/bias1", "bias2": "params/bias2"})
+    _, layers, _, _ = ARCHS[model.arch]
+    scalars = ("bias1a", "bias1b", "bias2a", "bias2b", "bias3a", "bias3b", "scale")
+    for s, n in enumerate(layers, start=1):
+        for i in range(n):
+            t, g = f"layer{s}.{i}", f"layer{s}_{i}"
+            for name in ("conv1", "conv2", "conv3", "downsample"):
+                m.modules[f"{t}.{name}"] = f"{g}/{name}"
+            m.tensors.update({f"{t}.{k}": f"params/{g}/{k}" for k in scalars})
+    return m
+
+
+def _gne_mobilenet(model: Any) -> NameMap:
+    """GNEDNN ``imagenet/models/mobilenet.py``: model.0.{conv, norm} (stem), model.{i+1}.{conv_dw,
+    norm1, conv_pw, norm2} (``dense``: .{conv, norm}), fc."""
+    from gnj.models.mobilenet import BLOCKS
+
+    m = NameMap(modules={"model.0.conv": "stem/conv", "fc": "head"})
+    m.norm("model.0.norm", "stem/norm")
+    for i in range(len(BLOCKS)):
+        t, g = f"model.{i + 1}", f"block{i}"
+        m.modules.update({f"{t}.conv": f"{g}/conv", f"{t}.conv_dw": f"{g}/dw/conv",
+                          f"{t}.conv_pw": f"{g}/pw/conv"})
+        for a, b in (("norm", "norm"), ("norm1", "dw/norm"), ("norm2", "pw/norm")):
+            m.norm(f"{t}.{a}", f"{g}/{b}")
+    return m
+
+
+def _online_norm_resnet(model: Any) -> NameMap:
+    """Online Normalization ``experiments/resnet`` ResNet with ``cifar=True`` (torchvision's
+    names): conv1, bn1, layer{s}.{i}.{conv1, bn1, conv2, bn2, downsample.0 (1×1 conv),
+    downsample.1 (norm)}, fc; an OnlineNorm2d keeps its streams in ``.norm``."""
+    m = NameMap(modules={"conv1": "stem", "fc": "head"})
+    m.norm("bn1", "stem_norm")
+    m.norm("bn1.norm", "stem_norm")
+    for s in range(1, 4):
+        for i in range((model.depth - 2) // 6):
+            t, g = f"layer{s}.{i}", f"stage{s}_block{i}"
+            m.modules.update({f"{t}.conv1": f"{g}/conv1", f"{t}.conv2": f"{g}/conv2",
+                              f"{t}.downsample.0": f"{g}/shortcut_conv"})
+            for a, b in (("bn1", "norm1"), ("bn2", "norm2"), ("downsample.1", "shortcut_norm")):
+                m.norm(f"{t}.{a}", f"{g}/{b}")
+                m.norm(f"{t}.{a}.norm", f"{g}/{b}")
+    return m
+
+
+def _resnet_cifar(model: Any) -> NameMap:
+    """GNEDNN's layout for option-A shortcuts (its only kind); Online Normalization's
+    torchvision-style layout for option B (1×1 conv + norm), the shortcut that code uses."""
+    return _online_norm_resnet(model) if model.shortcut == "B" else _gne_resnet(model)
+
+
 FAMILIES: dict[str, Callable[[Any], NameMap]] = {
     "ConstNet": _constnet, "LeakyNet": _leakynet, "DenseCNN": _dense_cnn,
     "DenseCNNDepthwise": _dense_cnn, "DenseMLP": _dense_mlp, "VGG": _vgg,
-    "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _gne_resnet, "SerialNet": _gne_resnet,
+    "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _resnet_cifar, "SerialNet": _gne_resnet,
+    "DenseNetCifar": _gne_densenet, "FixupResNet": _gne_fixup_resnet,
+    "MobileNetV1": _gne_mobilenet,
 }
 
 

@@ -14,6 +14,13 @@ and **padding 1** is [as-written] (spatial 32 → 17 → 10; the padded border r
 [as-written]; it needs a final map of 8–15 pixels per side (larger maps would give several
 windows, which the reference's Linear cannot take). ``head_pool="global"`` averages the whole map.
 
+Without a norm, the reference's bottleneck applies its activation to the block input in place
+when the activation is an in-place module (its ``relu`` and ``leaky_relu``), so the concatenation
+carries act(x), not x [as-written]; for a leaky ReLU, each later bottleneck of the stage applies
+it once more to those channels (for a ReLU nothing changes: every consumer applies it first).
+``concat_after_inplace_act=True`` (default) follows this; ``False`` concatenates x
+(docs/models_part1.md, "DenseNet in-place activation").
+
 Init as GNEDNN's ``initialization()``: every conv ``weight_init`` with the activation's gain, the
 classifier kaiming_normal with the ReLU gain. Conv bias only without norm (GNEDNN's convention
 for its CIFAR nets; REFERENCE.md does not spell it out for the DenseNet).
@@ -30,9 +37,12 @@ import jax.numpy as jnp
 
 from gnj.models import common
 from gnj.models.resnet_cifar import SQRT2, conv_bias
-from gnj.registry import MODELS
+from gnj.registry import MODELS, spec_name
 
 HEAD_POOLS = ("avg8", "global")
+#: GNEDNN's activations that are in-place modules (nn.ReLU(True), nn.LeakyReLU(inplace=True))
+INPLACE_ACTS = ("relu", "leaky_relu")
+NO_NORM = ("none", "identity", "plain")
 
 
 class Bottleneck(nn.Module):
@@ -44,6 +54,7 @@ class Bottleneck(nn.Module):
     weight_init: str
     conv: str
     use_bias: bool
+    concat_after_inplace_act: bool = True
 
     is_block: ClassVar[bool] = True
 
@@ -51,6 +62,9 @@ class Bottleneck(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         kinit = common.make_init(self.weight_init, self.act)
         y = common.make_act(self.act)(common.make_norm(self.norm, "norm1")(x, train))
+        if (self.concat_after_inplace_act and spec_name(self.norm) in NO_NORM
+                and spec_name(self.act) in INPLACE_ACTS):
+            x = y  # the reference's in-place activation has overwritten the block input
         y = common.conv(self.conv, 4 * self.growth, 1, use_bias=self.use_bias,
                         kernel_init=kinit, name="conv1")(y)
         y = common.make_act(self.act)(common.make_norm(self.norm, "norm2")(y, train))
@@ -104,6 +118,7 @@ class DenseNetCifar(nn.Module):
     weight_init: str = "kaiming_normal"
     head_init: str = f"kaiming_normal(gain={SQRT2})"
     conv: str = "plain"
+    concat_after_inplace_act: bool = True
 
     tiny: ClassVar[dict] = dict(growth=2, block_sizes=(2, 2, 2), input_shape=(32, 32, 3))
 
@@ -140,6 +155,7 @@ class DenseNetCifar(nn.Module):
         for stage, n in enumerate(self.block_sizes):
             for i in range(n):
                 x = Bottleneck(self.growth, self.norm, self.act, self.weight_init, self.conv, bias,
+                               self.concat_after_inplace_act,
                                name=f"dense{stage + 1}_{i}")(x, train)
                 channels += self.growth
             if stage < len(self.block_sizes) - 1:

@@ -10,7 +10,10 @@ One definition covers the references' CIFAR ResNets through options:
 - ``preact=True``: pre-activation block (Lubana): norm-act-conv-norm-act-conv + shortcut, the
   projection (norm → 3×3 conv) only where the stride is not 1 ([as-written]: the reference's
   channel test is never true). Stem (conv-norm-act) and head (pool-linear) stay as in the
-  post-activation net, as the reference's network class is shared by both block types.
+  post-activation net, as the reference's network class is shared by both block types. With no
+  norm (``plain``, ``sws``, ``wn``), the reference's first in-place ReLU of the block overwrites
+  the block input, so its shortcut reads ReLU(x) [as-written]; ``resnet56_lubana`` follows this
+  (``shortcut_reads_inplace_relu=True``, docs/models_part1.md), ``False`` reads x.
 - ``skipinit=True``: a learnable scalar ``skip_gain`` (init 0) multiplies the residual branch.
 - ``bns=True`` with ``norm="none"``: GNEDNN's Fixup scalars (§1.5): per block
   out = act(conv2(act(conv1(x + b0) + b1) + b2)·scale + b3 + shortcut(x + b0)), network
@@ -44,6 +47,8 @@ SHORTCUTS = ("A", "B", "C")
 SQRT2 = 1.4142135623730951
 NO_NORM = ("none", "identity", "plain")
 REPARAM_CONVS = ("sws", "scaled_ws", "weight_norm", "weight_norm_torch")
+#: activations the Beyond-BN reference applies as an in-place ReLU (its WN activation's ReLU too)
+INPLACE_RELU_ACTS = ("relu", "wn_scaled_relu")
 
 
 def blocks_per_stage(depth: int, model: str = "resnet_cifar") -> int:
@@ -93,6 +98,7 @@ class BasicBlock(nn.Module):
     bns: bool = False
     use_bias: bool = False
     gain_factor: float = 1.0
+    shortcut_reads_inplace_relu: bool = False
 
     is_block: ClassVar[bool] = True
 
@@ -115,6 +121,9 @@ class BasicBlock(nn.Module):
             y = conv(self.features, self.stride, "conv1")(y)
             y = act()(common.make_norm(self.norm, "norm2")(y, train))
             y = conv(self.features, 1, "conv2")(y)
+            if (self.shortcut_reads_inplace_relu and spec_name(self.norm) in NO_NORM
+                    and spec_name(self.act) in INPLACE_RELU_ACTS):
+                x = nn.relu(x)  # the reference's in-place ReLU has overwritten the block input
             return self._gain(y) + self._shortcut(x, train, bias)
         y = conv(self.features, self.stride, "conv1")(x)
         y = act()(common.make_norm(self.norm, "norm1")(y, train))
@@ -168,6 +177,7 @@ class ResNetCifar(nn.Module):
     shortcut_init: str = "kaiming_normal"
     head_init: str = f"kaiming_normal(gain={SQRT2})"
     conv: str = "plain"
+    shortcut_reads_inplace_relu: bool = False
 
     tiny: ClassVar[dict] = dict(depth=8, width=4, input_shape=(8, 8, 3))
     family: ClassVar[str] = "resnet_cifar"
@@ -207,6 +217,7 @@ class ResNetCifar(nn.Module):
                 x = BasicBlock(self.width * 2**stage, stride, self.shortcut, self.norm, self.act,
                                self.weight_init, self.conv, self.shortcut_init, self.residual,
                                self.preact, self.skipinit, self.bns, bias, factor,
+                               self.shortcut_reads_inplace_relu,
                                name=f"stage{stage + 1}_block{i}")(x, train)
         x = common.global_avg_pool(x)
         if self.bns:
@@ -233,6 +244,7 @@ class ResNet56Lubana(ResNetCifar):
     stem_init: str | None = f"kaiming_normal(gain={SQRT2})"
     shortcut_init: str = f"kaiming_normal(gain={SQRT2})"
     head_init: str = "torch_default"
+    shortcut_reads_inplace_relu: bool = True
     tiny: ClassVar[dict] = dict(depth=8, width=4, preact=True, skipinit=True,
                                 input_shape=(8, 8, 3))
     family: ClassVar[str] = "resnet56_lubana"

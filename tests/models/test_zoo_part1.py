@@ -474,3 +474,32 @@ def test_bad_input_names_model_value_and_allowed(spec, shape, msg):
 def test_group_norm_registered_for_zoo_combos():
     # the registry-wide test relies on these names; fail loudly if a rename breaks them
     assert "batch" in NORMS and "none" in NORMS
+
+
+def test_lubana_preact_without_norm_shortcut_reads_the_inplace_relu():
+    """Beyond-BN preact block, no norm, SkipInit gain 0: the output is the identity shortcut,
+    which in the reference reads the block input after its in-place ReLU."""
+    from gnj.models.resnet_cifar import BasicBlock
+
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
+    for reads_relu, expected in ((True, np.maximum(np.asarray(x), 0)), (False, np.asarray(x))):
+        block = BasicBlock(3, 1, "C", "none", "relu", "kaiming_normal", "plain",
+                           "kaiming_normal", preact=True, skipinit=True,
+                           shortcut_reads_inplace_relu=reads_relu)
+        v = block.init(jax.random.PRNGKey(0), x)
+        np.testing.assert_allclose(block.apply(v, x), expected, rtol=1e-6)
+    assert build({"name": "resnet56_lubana"}, 10).shortcut_reads_inplace_relu
+
+
+def test_densenet_without_norm_concatenates_the_inplace_activation():
+    """GNEDNN bottleneck, no norm, in-place leaky ReLU: the concatenated input is act(x)."""
+    from gnj.models.densenet import Bottleneck
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 3))
+    act = "leaky_relu(negative_slope=0.3)"
+    leaky = np.where(np.asarray(x) > 0, np.asarray(x), 0.3 * np.asarray(x))
+    for after_act, expected in ((True, leaky), (False, np.asarray(x))):
+        block = Bottleneck(2, "none", act, "kaiming_normal", "plain", True, after_act)
+        y = block.apply(block.init(jax.random.PRNGKey(0), x), x)
+        np.testing.assert_allclose(y[..., 2:], expected, rtol=1e-6)
+    assert build({"name": "densenet_cifar"}, 10).concat_after_inplace_act

@@ -4,7 +4,8 @@ For each case: build the twin, draw every parameter and running statistic at ran
 the gnj model through ``gnj.convert.from_torch``, then compare
 
 - eval: the forward in eval mode (running statistics);
-- train: the forward in train mode and the running statistics it leaves behind;
+- train: the forward in train mode and the running statistics it leaves behind (with Online
+  Normalization: its forward and backward streams after the step);
 - input grad: ∂(Σ out·g)/∂x in train mode, for a fixed random cotangent g;
 - param grads: the same loss's gradient for every parameter (the torch gradients go through the
   same converter, so each lands on its gnj parameter).
@@ -28,6 +29,7 @@ import torch
 
 from gnj import convert
 from gnj.models import build
+from gnj.state import BACKWARD_STATE
 from tests.parity import twins
 
 TOL = 1e-10
@@ -79,12 +81,39 @@ def _cases() -> list[Case]:
              dict(name="resnet56_lubana", depth=8, width=4, norm="batch_lubana", preact=True,
                   skipinit=True),
              lambda: twins.LubanaResNet(8, 4, "bn", 3, True, True), (4, 8, 8, 3)))
+    add(Case("resnet56_lubana preact, no norm (d8 w4)", "BeyondBatchNorm ResNet_cifar",
+             dict(name="resnet56_lubana", depth=8, width=4, norm="none", preact=True),
+             lambda: twins.LubanaResNet(8, 4, "plain", 3, True, False), (4, 8, 8, 3)))
     add(Case("resnet_cifar BN, option A (d8 w4)", "GNEDNN cifar/models/resnet.py",
              dict(name="resnet_cifar", depth=8, width=4),
              lambda: twins.GneResNet(8, 4, 3), (4, 8, 8, 3)))
+    for label, norm, act, acf in (
+            ("BN, relu", "batch", "relu", lambda: torch.nn.ReLU(True)),
+            ("no norm, relu", "none", "relu", lambda: torch.nn.ReLU(True)),
+            ("no norm, leaky relu 0.3", "none", "leaky_relu(negative_slope=0.3)",
+             lambda: torch.nn.LeakyReLU(0.3, inplace=True))):
+        add(Case(f"densenet_cifar {label} (k2, 2-2-2)", "GNEDNN cifar/models/densenet.py",
+                 dict(name="densenet_cifar", growth=2, block_sizes=(2, 2, 2), norm=norm,
+                      act=act),
+                 lambda norm=norm, acf=acf: twins.GneDenseNet(2, (2, 2, 2), norm != "none",
+                                                              acf(), 3), (2, 32, 32, 3)))
+    add(Case("mobilenet_v1 BN (width 1/8)", "GNEDNN imagenet/models/mobilenet.py",
+             dict(name="mobilenet_v1", width=0.125),
+             lambda: twins.GneMobileNet(0.125, True, 3), (4, 32, 32, 3)))
+    add(Case("mobilenet_v1 dense, no norm (width 1/8)", "GNEDNN imagenet/models/mobilenet.py",
+             dict(name="mobilenet_v1", width=0.125, dense=True, norm="none"),
+             lambda: twins.GneMobileNet(0.125, False, 3, dense=True), (2, 32, 32, 3)))
+    add(Case("fixup_resnet original, resnet18 arch", "GNEDNN imagenet/models/fixup_resnet.py",
+             dict(name="fixup_resnet", arch="resnet18"),
+             lambda: twins.FixupResNet18(3), (2, 32, 32, 3)))
     add(Case("serial_net BN (d8 w4)", "GNEDNN cifar/models/serial_net.py",
              dict(name="serial_net", depth=8, width=4),
              lambda: twins.GneResNet(8, 4, 3, residual=False), (4, 8, 8, 3)))
+    add(Case("resnet_cifar + OnlineNorm, option B (d8 w4)",
+             "Online Normalization experiments/resnet (cifar) + OnlineNorm2d",
+             dict(name="resnet_cifar", depth=8, width=4, shortcut="B",
+                  norm="online(decay_forward=0.9, decay_backward=0.8)"),
+             lambda: twins.OnlineNormResNet(8, 4, 3, 0.9, 0.8), (4, 8, 8, 3)))
     add(Case("resnet18 (torchvision)", "torchvision resnet (NN_Mass, Online Norm)",
              dict(name="resnet18"), lambda: twins.TvResNet18(3), (4, 32, 32, 3)))
     setting = ((1, 8, 1, 1), (6, 8, 2, 2), (6, 16, 1, 2))
@@ -155,18 +184,24 @@ def run_case(case: Case, seed: int = 0) -> dict[str, float]:
         g = rng.normal(size=tuple(out_t.shape))
         (out_t * torch.tensor(g)).sum().backward()
         params = variables["params"]
-        others = {k: v for k, v in variables.items() if k != "params"}
+        # Online Normalization's backward streams come back as the cotangent of their
+        # collection (gnj's train step does the same)
+        bwd = variables.get(BACKWARD_STATE, {})
+        others = {k: v for k, v in variables.items() if k not in ("params", BACKWARD_STATE)}
 
-        def loss(p, xj):
-            out, new = model.apply({"params": p, **others}, xj, train=True,
-                                   mutable=[k for k in others])
+        def loss(p, b, xj):
+            out, new = model.apply({"params": p, BACKWARD_STATE: b, **others}, xj, train=True,
+                                   mutable=list(others))
             return jnp.sum(out * g), (out, new)
 
-        (_, (out_j, new_state)), (gp, gx) = jax.jit(jax.value_and_grad(
-            loss, (0, 1), has_aux=True))(params, jnp.asarray(x))
+        (_, (out_j, new_state)), (gp, gb, gx) = jax.jit(jax.value_and_grad(
+            loss, (0, 1, 2), has_aux=True))(params, bwd, jnp.asarray(x))
+        new_state = dict(new_state)
+        if bwd:
+            new_state[BACKWARD_STATE] = gb
         after = convert.from_torch(model, template, _state(twin))
         errors["train"] = max(_err(out_j, out_t.detach().numpy()),
-                              _tree_err(dict(new_state), {k: after[k] for k in new_state}))
+                              _tree_err(new_state, {k: after[k] for k in new_state}))
         errors["input_grad"] = _err(gx, _nhwc(xt.grad))
         grads = {k: (p.grad.numpy() if p.grad is not None else np.zeros(p.shape))
                  for k, p in twin.named_parameters()}

@@ -23,9 +23,11 @@ def test_gnj_matches_the_reference_twin(case):
 @pytest.mark.parametrize("name,option", [
     ("wrn_constnet BN (d7 k1)", {"projection_after_relu": False}),
     ("dense_cnn_depthwise (D4, 2 cells, wm 0.25)", {"link_sampler": "numpy"}),
+    ("resnet56_lubana preact, no norm (d8 w4)", {"shortcut_reads_inplace_relu": False}),
+    ("densenet_cifar no norm, leaky relu 0.3 (k2, 2-2-2)", {"concat_after_inplace_act": False}),
 ])
 def test_the_harness_catches_the_old_behaviour(name, option):
-    """gnj's behaviour before issue 16 (kept as an option) is far from the reference."""
+    """gnj's behaviour before following the reference (kept as an option) is far from it."""
     case = next(c for c in harness.CASES if c.name == name)
     case = harness.Case(case.name, case.reference, {**case.model, **option}, case.twin,
                         case.input_shape)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -251,6 +252,14 @@ class TLU(nn.Module):
         return torch.max(x, self.tau)
 
 
+class Probe(nn.Module):
+    """Conv_prober / Activs_prober as the network sees them while training: an identity whose
+    forward returns a copy (its statistics are not needed here)."""
+
+    def forward(self, x):
+        return x.clone()
+
+
 def norm_and_act(norm: str, c: int) -> list[nn.Module]:
     if norm == "frn":
         return [FRNSelf(c), TLU(c)]
@@ -265,8 +274,8 @@ class LubanaVGG(nn.Module):
         layers, cin = [], 3
         for c in cfg:
             width, stride = c if isinstance(c, tuple) else (c, 1)
-            layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.Identity(),
-                       *norm_and_act(norm, width), nn.Identity()]  # probes: identity maps
+            layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), Probe(),
+                       *norm_and_act(norm, width), Probe()]
             cin = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cin, num_classes)
@@ -286,13 +295,15 @@ class LubanaBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, planes, 3, stride, 1, bias=False),
-                                          nn.Identity(), norm_and_act(norm, planes)[0])
+                                          Probe(), norm_and_act(norm, planes)[0])
+        self.conv_probe1, self.norm_probe1 = Probe(), Probe()
+        self.conv_probe2, self.norm_probe2 = Probe(), Probe()
 
     def forward(self, x):
-        out = self.activ1(self.norm1(self.conv1(x)))
-        out = self.skip_gain * self.norm2(self.conv2(out))
+        out = self.norm_probe1(self.activ1(self.norm1(self.conv_probe1(self.conv1(x)))))
+        out = self.skip_gain * self.norm2(self.conv_probe2(self.conv2(out)))
         out += self.shortcut(x)
-        return self.activ2(out)
+        return self.norm_probe2(self.activ2(out))
 
 
 class LubanaPreactBlock(nn.Module):
@@ -307,14 +318,18 @@ class LubanaPreactBlock(nn.Module):
         if stride != 1:  # the reference's channel test never fires
             self.shortcut = nn.Sequential(norm_and_act(norm, cin)[0],
                                           nn.Conv2d(cin, planes, 3, stride, 1, bias=False),
-                                          nn.Identity())
+                                          Probe())
+        self.conv_probe1, self.norm_probe1 = Probe(), Probe()
+        self.conv_probe2, self.norm_probe2 = Probe(), Probe()
 
     def forward(self, x):
-        out = self.conv1(self.activ1(self.norm1(x)))  # with an identity norm the in-place
-        out = self.activ2(self.norm2(out))            # activation overwrites x itself
-        out = self.skip_gain * self.conv2(out)
+        # with an identity norm, the in-place activation overwrites x itself before the
+        # shortcut reads it
+        out = self.conv_probe1(self.conv1(self.norm_probe1(self.activ1(self.norm1(x)))))
+        out = self.activ2(self.norm2(out))
+        out = self.skip_gain * self.conv_probe2(self.conv2(out))
         out += self.shortcut(x)
-        return out
+        return self.norm_probe2(out)
 
 
 class LubanaResNet(nn.Module):
@@ -322,7 +337,9 @@ class LubanaResNet(nn.Module):
         super().__init__()
         n, block = (depth - 2) // 6, LubanaPreactBlock if preact else LubanaBlock
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.conv_probe1 = Probe()
         self.norm1, self.activ1 = norm_and_act(norm, width)
+        self.norm_probe1 = Probe()
         cin, stages = width, []
         for s, planes in enumerate((width, 2 * width, 4 * width)):
             blocks = []
@@ -334,7 +351,7 @@ class LubanaResNet(nn.Module):
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        out = self.activ1(self.norm1(self.conv1(x)))
+        out = self.norm_probe1(self.activ1(self.norm1(self.conv_probe1(self.conv1(x)))))
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.linear(F.avg_pool2d(out, out.size()[3]).flatten(1))
 
@@ -387,6 +404,148 @@ class GneResNet(nn.Module):
         out = F.relu(self.norm1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.linear(out.mean(dim=(2, 3)))
+
+
+class GneBottleneck(nn.Module):
+    """cifar/models/densenet.py Bottleneck: its activation module is applied to the block input
+    itself when there is no norm (in place for relu, leaky_relu); the input is then concatenated."""
+
+    def __init__(self, cin, growth, use_norm, acf):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, 4 * growth, 1, bias=not use_norm)
+        self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=not use_norm)
+        if use_norm:
+            self.norm1, self.norm2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(4 * growth)
+            layers = [self.norm1, acf, self.conv1, self.norm2, acf, self.conv2]
+        else:
+            layers = [acf, self.conv1, acf, self.conv2]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return torch.cat([self.block(x), x], 1)
+
+
+class GneTransition(nn.Module):
+    def __init__(self, cin, cout, use_norm, acf):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, stride=2, padding=1, bias=not use_norm)
+        if use_norm:
+            self.norm = nn.BatchNorm2d(cin)
+        self.block = nn.Sequential(*([self.norm] if use_norm else []), acf, self.conv)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class GneDenseNet(nn.Module):
+    def __init__(self, growth, blocks, use_norm, acf, num_classes):
+        super().__init__()
+        self.use_norm, self.acf = use_norm, acf
+        planes = 2 * growth
+        self.conv1 = nn.Conv2d(3, planes, 3, padding=1, bias=not use_norm)
+        for s, n in enumerate(blocks):
+            layers = []
+            for _ in range(n):
+                layers.append(GneBottleneck(planes, growth, use_norm, acf))
+                planes += growth
+            setattr(self, f"dense{s + 1}", nn.Sequential(*layers))
+            if s < len(blocks) - 1:
+                out = planes // 2
+                setattr(self, f"trans{s + 1}", GneTransition(planes, out, use_norm, acf))
+                planes = out
+        self.n_stages = len(blocks)
+        if use_norm:
+            self.norm_last = nn.BatchNorm2d(planes)
+        self.linear = nn.Linear(planes, num_classes)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        for s in range(1, self.n_stages + 1):
+            out = getattr(self, f"dense{s}")(out)
+            if s < self.n_stages:
+                out = getattr(self, f"trans{s}")(out)
+        out = self.acf(self.norm_last(out) if self.use_norm else out)
+        return self.linear(F.avg_pool2d(out, 8).flatten(1))
+
+
+class FixupBasic(nn.Module):
+    """imagenet/models/fixup_resnet.py FixupBasicBlock."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.bias1a, self.bias1b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        self.bias2a, self.bias2b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        self.scale = nn.Parameter(torch.ones(1))
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Conv2d(cin, planes, 1, stride, bias=False)
+                           if stride != 1 or cin != planes else None)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        out = self.conv2(out + self.bias2a) * self.scale + self.bias2b
+        if self.downsample is not None:
+            identity = self.downsample(x + self.bias1a)
+        out += identity
+        return self.relu(out)
+
+
+class FixupResNet18(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bias1, self.bias2 = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for s, planes in enumerate((64, 128, 256, 512)):
+            blocks = []
+            for i in range(2):
+                blocks.append(FixupBasic(cin, planes, 2 if (s > 0 and i == 0) else 1))
+                cin = planes
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.conv1(x) + self.bias1))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean(dim=(2, 3)) + self.bias2)
+
+
+class GneMobileNet(nn.Module):
+    """imagenet/models/mobilenet.py MobileNet (channels times ``width``; global mean head)."""
+
+    def __init__(self, width, use_norm, num_classes, dense=False):
+        super().__init__()
+        ch = lambda c: max(1, int(c * width))
+        norm = (lambda c: nn.BatchNorm2d(c)) if use_norm else None
+
+        def unit(cin, cout, stride, groups=1, k=3, names=("conv", "norm", "acf")):
+            mods = [(names[0], nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups,
+                                         bias=not use_norm))]
+            if use_norm:
+                mods.append((names[1], norm(cout)))
+            mods.append((names[2], nn.ReLU(inplace=True)))
+            return mods
+
+        plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+                (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+        blocks, cin = [nn.Sequential(OrderedDict(unit(3, ch(32), 2)))], ch(32)
+        for c, s in plan:
+            if dense:
+                mods = unit(cin, ch(c), s)
+            else:
+                mods = (unit(cin, cin, s, cin, 3, ("conv_dw", "norm1", "acf1"))
+                        + unit(cin, ch(c), 1, 1, 1, ("conv_pw", "norm2", "acf2")))
+            blocks.append(nn.Sequential(OrderedDict(mods)))
+            cin = ch(c)
+        self.model = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.model(x).mean(dim=(2, 3)))
 
 
 # ------------------------------------------------------------------------------ torchvision
@@ -481,6 +640,121 @@ class TvMobileNetV2(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
+# --------------------------------------------------------------------- Online Normalization
+
+
+class _OnlineNormFn(torch.autograd.Function):
+    """The reference's Norm2d: per sample t, y_t = (x_t − μ)/√(σ² + eps) with the streams
+    before the sample, then μ, σ² updated from the sample's mean and variance over (H, W); the
+    backward runs the control process with the streams u, v (numpy_on's norm_backward)."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        mu_x = x.mean(dim=(2, 3))
+        var_x = ((x - mu_x[:, :, None, None]) ** 2).mean(dim=(2, 3))
+        m, var = layer.m.clone(), layer.var.clone()
+        centre, scale = torch.empty_like(mu_x), torch.empty_like(mu_x)
+        for t in range(x.shape[0]):
+            centre[t], scale[t] = m, torch.sqrt(var + layer.eps)
+            var = (layer.afwd * var + (1 - layer.afwd) * var_x[t]
+                   + layer.afwd * (1 - layer.afwd) * (mu_x[t] - m) ** 2)
+            m = m + (1 - layer.afwd) * (mu_x[t] - m)
+        layer.m.copy_(m)
+        layer.var.copy_(var)
+        out = (x - centre[:, :, None, None]) / scale[:, :, None, None]
+        ctx.save_for_backward(out, scale)
+        ctx.layer = layer
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        out, scale = ctx.saved_tensors
+        layer, c = ctx.layer, 1 - ctx.layer.abkw
+        u, v = layer.u.clone(), layer.v.clone()
+        grad_in = torch.empty_like(g)
+        for t in range(g.shape[0]):
+            grad = g[t] - c * v[:, None, None] * out[t]
+            v = v + (grad * out[t]).mean(dim=(1, 2))
+            grad_in[t] = grad / scale[t, :, None, None] - c * u[:, None, None]
+            u = u + grad_in[t].mean(dim=(1, 2))
+        layer.u.copy_(u)
+        layer.v.copy_(v)
+        return grad_in, None
+
+
+class Norm2d(nn.Module):
+    def __init__(self, c, afwd, abkw, eps=1e-5):
+        super().__init__()
+        self.afwd, self.abkw, self.eps = afwd, abkw, eps
+        for name, init in (("m", torch.zeros), ("var", torch.ones), ("u", torch.zeros),
+                           ("v", torch.zeros)):
+            self.register_buffer(name, init(c))
+
+    def forward(self, x):
+        if self.training:
+            return _OnlineNormFn.apply(x, self)
+        return (x - self.m[:, None, None]) / torch.sqrt(self.var[:, None, None] + self.eps)
+
+
+class OnlineNorm2d(nn.Module):
+    """norm → ·weight + bias → layer scaling over (C, H, W) per sample (ecm 'ls')."""
+
+    def __init__(self, c, afwd, abkw):
+        super().__init__()
+        self.norm = Norm2d(c, afwd, abkw)
+        self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+
+    def forward(self, x):
+        out = self.norm(x) * self.weight[:, None, None] + self.bias[:, None, None]
+        return out / torch.sqrt((out * out).mean(dim=(1, 2, 3), keepdim=True) + 1e-5)
+
+
+class OnBlock(nn.Module):
+    def __init__(self, cin, planes, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = norm(planes)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
+                                            norm(planes))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += identity
+        return self.relu(out)
+
+
+class OnlineNormResNet(nn.Module):
+    """experiments/resnet ResNet with cifar=True (3×3 stem, no max pool, three stages, 1×1
+    conv + norm downsample) and OnlineNorm2d layers."""
+
+    def __init__(self, depth, width, num_classes, afwd, abkw):
+        super().__init__()
+        norm = lambda c: OnlineNorm2d(c, afwd, abkw)
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = norm(width)
+        self.relu = nn.ReLU(inplace=True)
+        cin = width
+        for s, planes in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for i in range(n):
+                blocks.append(OnBlock(cin, planes, 2 if (s > 0 and i == 0) else 1, norm))
+                cin = planes
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 def randomize_(model: nn.Module, seed: int) -> nn.Module:
     """Every parameter and running statistic drawn at random (fan-in scaled weights; norm scales
     near 1; positive variances), so no zero init hides a path and eval mode is not trivial."""
@@ -497,8 +771,8 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
         for name, b in model.named_buffers():
-            if name.endswith(("running_var", "moving_var")):
+            if name.endswith(("running_var", "moving_var", "norm.var")):
                 b.copy_(0.5 + torch.rand(b.shape, generator=g, dtype=b.dtype))
-            elif name.endswith(("running_mean", "moving_mean")):
+            elif name.endswith(("running_mean", "moving_mean", "norm.m", "norm.u", "norm.v")):
                 b.copy_(0.3 * torch.randn(b.shape, generator=g, dtype=b.dtype))
     return model
