@@ -9,8 +9,10 @@ are killed.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,17 +36,33 @@ runpy.run_module("gnj.main", run_name="__main__", alter_sys=True)
 """
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (Linux), so a killed test
+    leaves no training processes behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
 
-def _env(devices: int, rows_file: str) -> dict[str, str]:
+def _env(devices: int, rows_file: str, processes: int) -> dict[str, str]:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["GNJ_TEST_ROWS"] = rows_file
+    if processes > 1:
+        # Every process compiles, none reads the persistent cache: JAX writes it from process 0
+        # only and keys it per process, so process 0 would load its executables while the
+        # others compile theirs, and on a loaded machine the others can then reach a new gloo
+        # communicator more than gloo's fixed 30 s after process 0 (it gives up). Compiling
+        # alike keeps the processes in step.
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return env
 
 
@@ -66,7 +84,9 @@ def run_main(args: list[str], processes: int, devices: int, log_dir: str,
         out = open(os.path.join(log_dir, f"out{i}.txt"), "w")  # noqa: SIM115
         procs.append((subprocess.Popen(
             [sys.executable, "-c", _WRAPPER, *args, *extra], cwd=REPO, stdout=out,
-            stderr=subprocess.STDOUT, env=_env(devices, os.path.join(log_dir, f"rows{i}.jsonl"))),
+            preexec_fn=_die_with_parent,
+            stderr=subprocess.STDOUT,
+            env=_env(devices, os.path.join(log_dir, f"rows{i}.jsonl"), processes)),
             out))
     deadline = time.time() + timeout
     try:
