@@ -4,15 +4,13 @@ Each process gets ``devices`` fake CPU devices (``XLA_FLAGS``) and joins a coord
 local port (CPU collectives go through gloo, JAX's default on CPU). A wrapper records, per
 process, the training-set rows each step read, so tests can check that every process reads only
 its own slice of the global batch. Processes still running when one fails, or at the timeout,
-are killed.
+are killed, and every process dies with the test process.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +21,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs gnj.main unchanged, after wrapping TrainBatches.local_batch to log (step, rows) to
 # $GNJ_TEST_ROWS: the rows of the global batch this process gathered for that step.
 _WRAPPER = r"""
-import json, os, runpy, sys
+import ctypes, json, os, runpy, signal, sys
+try:  # die with the test process (Linux PR_SET_PDEATHSIG): a killed test leaves no run behind
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+except (OSError, AttributeError):
+    pass
 from gnj.data import pipeline
 _local_batch = pipeline.TrainBatches.local_batch
 def local_batch(self, step):
@@ -34,15 +36,6 @@ pipeline.TrainBatches.local_batch = local_batch
 sys.argv = ["gnj.main", *sys.argv[1:]]
 runpy.run_module("gnj.main", run_name="__main__", alter_sys=True)
 """
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the test process dies (Linux), so a killed test
-    leaves no training processes behind."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def free_port() -> int:
@@ -84,7 +77,6 @@ def run_main(args: list[str], processes: int, devices: int, log_dir: str,
         out = open(os.path.join(log_dir, f"out{i}.txt"), "w")  # noqa: SIM115
         procs.append((subprocess.Popen(
             [sys.executable, "-c", _WRAPPER, *args, *extra], cwd=REPO, stdout=out,
-            preexec_fn=_die_with_parent,
             stderr=subprocess.STDOUT,
             env=_env(devices, os.path.join(log_dir, f"rows{i}.jsonl"), processes)),
             out))
