@@ -143,8 +143,6 @@ print("OK")
 
 def test_float64_everywhere_matches_a_float64_numpy_step():
     proc = run_python(["-c", _FLOAT64_SCRIPT], check=False)
-    if proc.returncode and "cross_entropy computes in float32" in proc.stderr:
-        pytest.xfail("train.cross_entropy still casts float64 logits to float32")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
 
