@@ -18,6 +18,12 @@
 // Primitives are created once per convolution geometry and kept in a process-wide map guarded
 // by a mutex; executions are concurrent-safe because every call passes its own scratchpad
 // (scratchpad_mode::user, a per-thread buffer) and its own memory objects.
+//
+// Threads: each geometry carries the OpenMP thread count it is created and run with (0: the
+// OpenMP default, i.e. $OMP_NUM_THREADS or the cores this process may use); the caller picks
+// 1 for small convs, where forking a team costs more than it saves. Multi-threaded executions
+// are serialised by a mutex: XLA may run two independent convs at once on two of its threads,
+// and two OpenMP teams on the same cores would oversubscribe them.
 
 #include <algorithm>
 #include <array>
@@ -28,6 +34,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+
+#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -42,12 +50,31 @@ using Dims = memory::dims;
 enum Pass : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 
 // One convolution: batch, input map and channels, output map and channels, kernel, strides,
-// paddings (top, bottom, left, right), dilations (1 = none), groups, the pass and the dtype.
+// paddings (top, bottom, left, right), dilations (1 = none), groups, OpenMP threads (0: the
+// default), the pass and the dtype.
+constexpr int kFields = 21;
 struct Geometry {
-  int64_t n, h, w, c, oh, ow, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, pass, dtype;
-  std::array<int64_t, 20> Key() const {
-    return {n, h, w, c, oh, ow, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, pass, dtype};
+  int64_t n, h, w, c, oh, ow, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, threads, pass, dtype;
+  std::array<int64_t, kFields> Key() const {
+    return {n,  h,  w,  c,  oh, ow, o, kh,      kw,   sh,   sw,
+            pt, pb, pl, pr, dh, dw, g, threads, pass, dtype};
   }
+};
+
+// Sets the calling thread's OpenMP team size for the scope (threads > 0), as oneDNN reads it
+// both when it creates a primitive and when it runs one.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int64_t threads) : saved_(omp_get_max_threads()), set_(threads > 0) {
+    if (set_) omp_set_num_threads(static_cast<int>(threads));
+  }
+  ~ThreadScope() {
+    if (set_) omp_set_num_threads(saved_);
+  }
+
+ private:
+  int saved_;
+  bool set_;
 };
 
 // What one call needs: the conv primitive, the kernel's layout for it, and the reorder between
@@ -81,6 +108,7 @@ memory::desc UserKernel(const Geometry& q) {
 }
 
 std::unique_ptr<Plan> MakePlan(const Geometry& q) {
+  ThreadScope threads(q.threads);
   auto plan = std::make_unique<Plan>();
   dnnl::engine& eng = Engine();
   const memory::data_type dt = DataType(q.dtype);
@@ -129,7 +157,8 @@ std::unique_ptr<Plan> MakePlan(const Geometry& q) {
 }
 
 std::mutex plans_mutex;
-std::map<std::array<int64_t, 20>, std::unique_ptr<Plan>> plans;
+std::map<std::array<int64_t, kFields>, std::unique_ptr<Plan>> plans;
+std::mutex team_mutex;  // one multi-threaded execution at a time
 
 // The cached plan for q (created on first use); throws dnnl::error if oneDNN rejects q.
 const Plan& GetPlan(const Geometry& q) {
@@ -164,6 +193,9 @@ struct Buffer {
 
 void Run(const Geometry& q, void* x, void* w, void* y) {
   const Plan& plan = GetPlan(q);
+  std::unique_lock<std::mutex> team(team_mutex, std::defer_lock);
+  if (q.threads != 1) team.lock();
+  ThreadScope threads(q.threads);
   thread_local Buffer scratch_buf, kernel_buf;
   thread_local dnnl::stream stream(Engine());
   dnnl::engine& eng = Engine();
@@ -197,15 +229,15 @@ void Run(const Geometry& q, void* x, void* w, void* y) {
 }
 
 // Geometry from the activation (N, H, W, C), kernel (KH, KW, C/G, O) and output (N, OH, OW, O)
-// dimensions and the attribute conv = (sh, sw, pt, pb, pl, pr, dh, dw, G).
+// dimensions and the attribute conv = (sh, sw, pt, pb, pl, pr, dh, dw, G, threads).
 ffi::Error MakeGeometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> wd,
                         ffi::Span<const int64_t> yd, ffi::Span<const int64_t> conv, int64_t pass,
                         int64_t dtype, Geometry* q) {
-  if (conv.size() != 9)
-    return ffi::Error::InvalidArgument("onednn_conv: attribute conv must have 9 entries");
-  *q = Geometry{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], wd[1], conv[0],
-                conv[1], conv[2], conv[3], conv[4], conv[5], conv[6], conv[7], conv[8],
-                pass, dtype};
+  if (conv.size() != 10)
+    return ffi::Error::InvalidArgument("onednn_conv: attribute conv must have 10 entries");
+  *q = Geometry{xd[0],   xd[1],   xd[2],   xd[3],   yd[1],   yd[2],   yd[3],
+                wd[0],   wd[1],   conv[0], conv[1], conv[2], conv[3], conv[4],
+                conv[5], conv[6], conv[7], conv[8], conv[9], pass,    dtype};
   if (q->g < 1 || q->c % q->g || q->o % q->g || wd[2] != q->c / q->g || wd[3] != q->o ||
       yd[0] != q->n)
     return ffi::Error::InvalidArgument("onednn_conv: inconsistent shapes");
@@ -274,7 +306,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GnjOnednnConvBwdWeightsF32, BackwardWeights<ffi::F
                               Binding<ffi::F32>());
 
 // Called from Python (ctypes) when a convolution is traced: creates and caches the plan of
-// `geometry` (the 20 Geometry fields in order) and writes oneDNN's implementation name into
+// `geometry` (the 21 Geometry fields in order) and writes oneDNN's implementation name into
 // `info` (at most `size` bytes), or the reason oneDNN rejected it. Returns 1 if supported.
 extern "C" int GnjOnednnConvPlan(const int64_t* geometry, char* info, int64_t size) {
   Geometry q;

@@ -45,9 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax._src import core as jax_core
 from jax._src import dispatch, sharding_impls
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+from jax.sharding import PartitionSpec
 
 from gnj.nn import onednn_kernel as kernel
 
@@ -117,14 +119,29 @@ def output_shape(x_shape: Sequence[int], w_shape: Sequence[int], strides: Sequen
     return (x_shape[0], *spatial, w_shape[-1])
 
 
-def _attr(strides, padding, dilation, groups) -> tuple[int, ...]:
+#: Convs of fewer multiply-adds than this run on one thread (docs/performance.md, "Threads").
+SINGLE_THREAD_MACS = 2_000_000
+
+
+def threads(x_shape, w_shape, strides, padding, dilation) -> int:
+    """OpenMP threads for a conv: 1 below :data:`SINGLE_THREAD_MACS` multiply-adds, else 0
+    (OpenMP's default: ``$OMP_NUM_THREADS`` or the usable cores)."""
+    n, oh, ow, o = output_shape(x_shape, w_shape, strides, padding, dilation)
+    macs = n * oh * ow * o * w_shape[0] * w_shape[1] * w_shape[2]
+    return 1 if macs < SINGLE_THREAD_MACS else 0
+
+
+def _attr(x_shape, w_shape, strides, padding, dilation, groups) -> tuple[int, ...]:
+    """The kernel's ``conv`` attribute: strides, pads (top, bottom, left, right), dilation,
+    groups, threads."""
     (pt, pb), (pl, pr) = padding
-    return (*strides, pt, pb, pl, pr, *dilation, groups)
+    return (*strides, pt, pb, pl, pr, *dilation, groups,
+            threads(x_shape, w_shape, strides, padding, dilation))
 
 
 def _plans_ok(x_shape, w_shape, dtype, pass_, strides, padding, dilation, groups) -> bool:
     y_shape = output_shape(x_shape, w_shape, strides, padding, dilation)
-    conv = _attr(strides, padding, dilation, groups)
+    conv = _attr(x_shape, w_shape, strides, padding, dilation, groups)
     return kernel.plan(tuple(x_shape), tuple(w_shape), y_shape, conv, pass_,
                        jnp.dtype(dtype).name)[0]
 
@@ -173,17 +190,32 @@ _PASS = {conv_p: "fwd", conv_dgrad_p: "bwd_data", conv_wgrad_p: "bwd_weights"}
 _XLA = {conv_p: xla_conv, conv_dgrad_p: xla_dgrad, conv_wgrad_p: xla_wgrad}
 
 
+def _out(aval, shape, batch_first: bool):
+    """The result aval: ``aval``'s varying manual axes (under ``shard_map``), its sharding if
+    the result is batch-first like it, else replicated."""
+    sharding = aval.sharding if batch_first else aval.sharding.update(spec=PartitionSpec())
+    return aval.update(shape=shape, weak_type=False, sharding=sharding)
+
+
 def _conv_abstract(x, w, *, strides, padding, dilation, groups):
-    return jax.core.ShapedArray(output_shape(x.shape, w.shape, strides, padding, dilation),
-                                x.dtype)
+    return _out(x, output_shape(x.shape, w.shape, strides, padding, dilation), True)
 
 
 def _dgrad_abstract(dy, w, *, lhs_shape, **_):
-    return jax.core.ShapedArray(lhs_shape, dy.dtype)
+    return _out(dy, lhs_shape, True)
 
 
 def _wgrad_abstract(x, dy, *, rhs_shape, **_):
-    return jax.core.ShapedArray(rhs_shape, x.dtype)
+    return _out(x, rhs_shape, False)
+
+
+def _bind(prim, a, b, **params):
+    """``prim.bind(a, b)`` after marking both operands varying over the same manual mesh axes
+    (``shard_map``), as JAX's own binary primitives do: a kernel replicated over the mesh
+    becomes per-device, and its gradient is summed over the devices by that cast's transpose."""
+    varying = jax.typeof(a).mat.varying | jax.typeof(b).mat.varying
+    a, b = (jax_core.pvary(v, tuple(varying - jax.typeof(v).mat.varying)) for v in (a, b))
+    return prim.bind(a, b, **params)
 
 
 for _p, _abstract in ((conv_p, _conv_abstract), (conv_dgrad_p, _dgrad_abstract),
@@ -198,27 +230,27 @@ def _geometry(params: dict) -> dict:
 
 # Transposes, read off T(x, w, dy) = ⟨dy, conv(x, w)⟩ (module docstring).
 def _conv_t_x(ct, x, w, **p):
-    return conv_dgrad_p.bind(ct, w, lhs_shape=x.aval.shape, **p)
+    return _bind(conv_dgrad_p, ct, w, lhs_shape=x.aval.shape, **p)
 
 
 def _conv_t_w(ct, x, w, **p):
-    return conv_wgrad_p.bind(x, ct, rhs_shape=w.aval.shape, **p)
+    return _bind(conv_wgrad_p, x, ct, rhs_shape=w.aval.shape, **p)
 
 
 def _dgrad_t_dy(ct, dy, w, *, lhs_shape, **p):
-    return conv_p.bind(ct, w, **p)
+    return _bind(conv_p, ct, w, **p)
 
 
 def _dgrad_t_w(ct, dy, w, *, lhs_shape, **p):
-    return conv_wgrad_p.bind(ct, dy, rhs_shape=w.aval.shape, **p)
+    return _bind(conv_wgrad_p, ct, dy, rhs_shape=w.aval.shape, **p)
 
 
 def _wgrad_t_x(ct, x, dy, *, rhs_shape, **p):
-    return conv_dgrad_p.bind(dy, ct, lhs_shape=x.aval.shape, **p)
+    return _bind(conv_dgrad_p, dy, ct, lhs_shape=x.aval.shape, **p)
 
 
 def _wgrad_t_dy(ct, x, dy, *, rhs_shape, **p):
-    return conv_p.bind(x, ct, **p)
+    return _bind(conv_p, x, ct, **p)
 
 
 ad.defbilinear(conv_p, _conv_t_x, _conv_t_w)
@@ -227,26 +259,25 @@ ad.defbilinear(conv_wgrad_p, _wgrad_t_x, _wgrad_t_dy)
 
 
 def _fold_rule(prim, args, dims, **params):
-    """vmap: fold a mapped activation (conv_p's x, dgrad's dy) into N; else a ``lax.map``."""
+    """vmap: fold a mapped activation (conv_p's x, dgrad's dy) into N; else a ``lax.map``.
+
+    (``dims`` entries are an axis or None for an unmapped operand.)
+    """
     a, b = args
     da, db = dims
-    if prim is not conv_wgrad_p and db is batching.not_mapped:
+    if prim is not conv_wgrad_p and db is None:
         a = jnp.moveaxis(a, da, 0)
         k, n = a.shape[:2]
         if prim is conv_dgrad_p:
-            lhs = params["lhs_shape"]
-            params = {**params, "lhs_shape": (k * n, *lhs[1:])}
-        out = prim.bind(jnp.reshape(a, (k * n, *a.shape[2:])), b, **params)
+            params = {**params, "lhs_shape": (k * n, *params["lhs_shape"][1:])}
+        out = _bind(prim, jnp.reshape(a, (k * n, *a.shape[2:])), b, **params)
         return jnp.reshape(out, (k, n, *out.shape[1:])), 0
-    size = a.shape[da] if da is not batching.not_mapped else b.shape[db]
-    a = batching.bdim_at_front(a, da, size) if da is not batching.not_mapped else a
-    b = batching.bdim_at_front(b, db, size) if db is not batching.not_mapped else b
-    mapped = (da is not batching.not_mapped, db is not batching.not_mapped)
+    a = a if da is None else jnp.moveaxis(a, da, 0)
+    b = b if db is None else jnp.moveaxis(b, db, 0)
+    size = a.shape[0] if da is not None else b.shape[0]
 
     def one(i):
-        ai = a[i] if mapped[0] else a
-        bi = b[i] if mapped[1] else b
-        return prim.bind(ai, bi, **params)
+        return _bind(prim, a if da is None else a[i], b if db is None else b[i], **params)
 
     return lax.map(one, jnp.arange(size)), 0
 
@@ -284,7 +315,7 @@ def _cpu_lowering(prim, ctx, a, b, **params):
         return mlir.lower_fun(functools.partial(_XLA[prim], **params),
                               multiple_results=False)(ctx, a, b)
     return jax.ffi.ffi_lowering(kernel.TARGETS[pass_][0])(
-        ctx, a, b, conv=np.asarray(_attr(**geometry), np.int64))
+        ctx, a, b, conv=np.asarray(_attr(x_shape, w_shape, **geometry), np.int64))
 
 
 for _p in _PASS:
@@ -300,5 +331,5 @@ def conv(x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Pads,
          dilation: Sequence[int] = (1, 1), groups: int = 1) -> jax.Array:
     """y = conv_p(x, w): NHWC x, (KH, KW, C/G, O) w, explicit ((top, bottom), (left, right))."""
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return conv_p.bind(x, w, strides=tuple(int(s) for s in strides), padding=padding,
+    return _bind(conv_p, x, w, strides=tuple(int(s) for s in strides), padding=padding,
                        dilation=tuple(int(d) for d in dilation), groups=int(groups))

@@ -30,7 +30,7 @@ from gnj.nn import cpp_build
 from gnj.nn.cpp_build import compiler
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
-FLAGS = ("-O2", "-shared", "-fPIC", "-std=c++17", "-w")
+FLAGS = ("-O2", "-shared", "-fPIC", "-std=c++17", "-fopenmp", "-w")
 RUNTIME_PACKAGE, HEADERS_PACKAGE = "onednn-cpu-gomp", "onednn-devel-cpu-gomp"
 #: pass -> (FFI target name, exported handler symbol); float32 only
 TARGETS = {
@@ -119,13 +119,14 @@ def plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], y_shape: tuple[int,
          conv: tuple[int, ...], pass_: str, dtype: str) -> tuple[bool, str]:
     """Create (and cache in the library) oneDNN's primitive for one conv pass.
 
-    ``conv`` = (stride h, stride w, pad top, bottom, left, right, dilation h, w, groups).
+    ``conv`` = (stride h, stride w, pad top, bottom, left, right, dilation h, w, groups,
+    OpenMP threads (0: the default)).
     Returns (whether oneDNN accepts it, its implementation name or the reason it did not).
     """
     lib = _load()
     if lib is None:
         return False, "the oneDNN kernel is not available"
-    geometry = (ctypes.c_int64 * 20)(*_geometry(x_shape, w_shape, y_shape, conv, pass_, dtype))
+    geometry = (ctypes.c_int64 * 21)(*_geometry(x_shape, w_shape, y_shape, conv, pass_, dtype))
     info = ctypes.create_string_buffer(512)
     ok = lib.GnjOnednnConvPlan(geometry, info, len(info))
     return bool(ok), info.value.decode(errors="replace")
