@@ -125,7 +125,7 @@ def zoo_results(zoo_configs):
     rng = np.random.default_rng(0)
     configs = [k for k in zoo_configs if len(k[0]) == 4]
     args = []
-    for x_shape, w_shape, strides, pads, dil, groups in configs:
+    for x_shape, w_shape, strides, pads, dil, _ in configs:
         y_shape = oc.output_shape(x_shape, w_shape, strides, pads, dil)
         fan_in = np.prod(w_shape[:-1])
         args.append((normal(rng, x_shape), normal(rng, w_shape, fan_in ** -0.5),
