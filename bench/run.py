@@ -4,8 +4,9 @@
 
 Cases (``--cases``, comma-separated; default all): ``train`` (train steps of ResNet-20/56, VGG
 cfg_10, NN-Mass dense MLP, each vs the same model written in PyTorch, with first-step compile
-times), ``ops`` (per-op breakdown of the ResNet-20 step), ``norms`` (forward+backward of every
-registered norm relative to gnj BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
+times; convs through oneDNN on CPU, ResNet-20 also with XLA's), ``ops`` (per-op breakdown of
+the ResNet-20 step), ``norms`` (forward+backward of every registered norm relative to gnj
+BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
 PyTorch loop), ``ldi``, ``gne``, ``harness`` (full training loop vs the bare step) and
 ``xla_flags`` (the ResNet-20 step with and without gnj's XLA defaults, in subprocesses) and
 ``allocator`` (the same step with jemalloc preloaded and with glibc's malloc, in subprocesses).
