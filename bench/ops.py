@@ -1,10 +1,11 @@
-"""Per-op breakdown of the ResNet-20 train step (batch 128), gnj (XLA) against PyTorch.
+"""Per-op breakdown of the ResNet-20 train step (batch 128), gnj against PyTorch.
 
 Each op of the step is timed on its own, jitted alone, at every shape it has in ResNet-20, and
 multiplied by how often that shape occurs: forward convs, input-gradient convs (not for the stem:
 neither framework differentiates w.r.t. the image), weight-gradient convs, BatchNorm forward +
 backward, and the SGD-momentum update of all parameters. The sum is an estimate; the fused
-step can be faster or slower than its parts.
+step can be faster or slower than its parts. Convs go through ``gnj.nn.conv`` as in the models
+(oneDNN on CPU for float32 unless ``$GNJ_CONV_IMPL=xla``; the row's note names the path).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 def jax_conv(stride: int) -> Callable:
-    return lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), ((1, 1), (1, 1)),
-                                                     dimension_numbers=DN)
+    from gnj.nn.conv import conv_general_dilated
+
+    return lambda x, k: conv_general_dilated(x, k, (stride, stride), ((1, 1), (1, 1)),
+                                             dimension_numbers=DN)
 
 
 def gnj_conv_ops(h, w, cin, cout, stride):
@@ -142,8 +145,11 @@ def optimizer_ops():
 
 def case_ops(table: Table, args) -> None:
     """Rows ``op <kind> <shape>`` per conv shape, then totals per op kind."""
+    from gnj.nn.onednn_conv import resolve_impl
+
     totals: dict[str, list[float]] = {}
     reps = args.repeats
+    impl = resolve_impl(jnp.float32)
     shapes = RESNET20_CONVS[:2] if args.quick else RESNET20_CONVS
     for name, h, w, cin, cout, stride, count in shapes:
         g_ops = gnj_conv_ops(h, w, cin, cout, stride)
@@ -154,7 +160,8 @@ def case_ops(table: Table, args) -> None:
             gs, ts, sg, st = alternate(g, t, reps, 3)
             flops = 2 * B * (h // stride) * (w // stride) * 9 * cin * cout
             table.add(Row(f"op {kind} {name} x{count}", gs * 1e3, "pytorch conv", ts * 1e3,
-                          items=B, flops=flops, note=f"per call; {count} in the step",
+                          items=B, flops=flops,
+                          note=f"per call; {count} in the step; {impl} conv",
                           samples_gnj=sg, samples_peer=st))
             tot = totals.setdefault(kind, [0.0, 0.0])
             tot[0] += count * gs

@@ -4,8 +4,9 @@
 
 Cases (``--cases``, comma-separated; default all): ``train`` (train steps of ResNet-20/56, VGG
 cfg_10, NN-Mass dense MLP, each vs the same model written in PyTorch, with first-step compile
-times), ``ops`` (per-op breakdown of the ResNet-20 step), ``norms`` (forward+backward of every
-registered norm relative to gnj BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
+times; convs through oneDNN on CPU, ResNet-20 also with XLA's), ``ops`` (per-op breakdown of
+the ResNet-20 step), ``norms`` (forward+backward of every registered norm relative to gnj
+BatchNorm), ``online_norm`` (vs BatchNorm and a per-sample
 PyTorch loop), ``ldi``, ``gne``, ``harness`` (full training loop vs the bare step) and
 ``xla_flags`` (the ResNet-20 step with and without gnj's XLA defaults, in subprocesses) and
 ``allocator`` (the same step with jemalloc preloaded and with glibc's malloc, in subprocesses),
@@ -125,25 +126,55 @@ def train_cases(quick: bool) -> list[tuple[str, dict, tuple, Callable | None]]:
     return [cases[0], cases[3]] if quick else cases
 
 
+def xla_conv_flops(model, shape: tuple[int, ...]) -> float:
+    """FLOPs of the train step by XLA's cost analysis of its XLA-conv formulation (a oneDNN
+    custom call counts zero there)."""
+    import jax
+    import optax
+
+    from gnj import train
+    from gnj.nn.onednn_conv import use_impl
+
+    tx = optax.sgd(0.1, momentum=0.9)
+    with use_impl("xla"):
+        step = train.make_train_step(model, tx, lambda x, k: x, optax.constant_schedule(0.1))
+        state = jax.eval_shape(lambda: train.init_state(model, tx, shape[1:], 0))
+        batch = {"image": jax.ShapeDtypeStruct(shape, "float32"),
+                 "label": jax.ShapeDtypeStruct(shape[:1], "int32")}
+        cost = jax.jit(lambda s, b: step(s, b)).lower(state, batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", NAN))
+
+
 def case_train(table: Table, args) -> None:
-    """Train step (forward, backward, SGD-momentum update) of each model vs PyTorch."""
+    """Train step (forward, backward, SGD-momentum update) of each model vs PyTorch; for
+    ResNet-20 also with XLA's convolutions instead of oneDNN's (``GNJ_CONV_IMPL=xla``)."""
+    import jax.numpy as jnp
+
     from gnj.models import build
+    from gnj.nn.onednn_conv import resolve_impl, use_impl
 
     torch_threads()
+    impl = resolve_impl(jnp.float32)
     for name, cfg, shape, peer in train_cases(args.quick):
         if not _registered("MODELS", cfg["name"]):
             table.skip(f"train step {name}", f"model {cfg['name']!r} is not registered yet")
             continue
         model = build(cfg, 10)
-        run, flops, mem, compile_s = gnj_step(model, shape)
+        flops = xla_conv_flops(model, shape)
         tstep = torch_step(peer(model), shape, channels_last=len(shape) == 4 and shape[1] > 1
                            and cfg["name"] != "dense_mlp")
         inner = 10 if cfg["name"] == "dense_mlp" else 1
-        g, p, sg, sp = alternate(run, tstep, args.repeats, inner)
-        table.add(Row(f"train step {name}", g * 1e3, "pytorch 2.13 cpu", p * 1e3,
-                      items=shape[0], flops=flops, xla_mem_mb=mem, compile_s=compile_s,
-                      note="compile = lower+compile+first step", samples_gnj=sg,
-                      samples_peer=sp))
+        impls = [impl] + (["xla"] if impl != "xla" and name.startswith("resnet20") else [])
+        for conv_impl in impls:
+            with use_impl(conv_impl):
+                run, _, mem, compile_s = gnj_step(model, shape)
+            g, p, sg, sp = alternate(run, tstep, args.repeats, inner)
+            label = f"train step {name}" + (" (XLA convs)" if conv_impl != impl else "")
+            table.add(Row(label, g * 1e3, "pytorch 2.13 cpu", p * 1e3, items=shape[0],
+                          flops=flops, xla_mem_mb=mem, compile_s=compile_s,
+                          note=f"{conv_impl} convs; compile = lower+compile+first step",
+                          samples_gnj=sg, samples_peer=sp))
 
 
 # ----------------------------------------------------------------------------- norms

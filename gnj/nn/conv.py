@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gnj.nn import onednn_conv
 from gnj.registry import CONVS
 
 Dtype = Any
@@ -73,6 +74,26 @@ def patch_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                                precision=precision)
 
 
+def _onednn(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, preferred_element_type) -> jax.Array | None:
+    """The conv through :mod:`gnj.nn.onednn_conv` if it is chosen and covers it, else None."""
+    n = rhs.ndim - 2
+    ones = (1,) * n
+    if (n != 2 or not _is_nhwc(dimension_numbers, n) or lhs.dtype != rhs.dtype
+            or tuple(lhs_dilation or ones) != ones or batch_group_count != 1
+            or preferred_element_type not in (None, lhs.dtype)
+            or onednn_conv.resolve_impl(lhs.dtype) != "onednn"):
+        return None
+    strides, dilation = tuple(window_strides), tuple(rhs_dilation or ones)
+    pads = (jax.lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:n], strides, padding)
+            if isinstance(padding, str) else [tuple(p) for p in padding])
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    if not onednn_conv.covered(lhs.shape, rhs.shape, lhs.dtype, strides, pads, dilation,
+                               feature_group_count):
+        return None
+    return onednn_conv.conv(lhs, rhs, strides, pads, dilation, feature_group_count)
+
+
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding: str | Sequence[tuple[int, int]],
                          lhs_dilation: Sequence[int] | None = None,
@@ -80,7 +101,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision: Any = None,
                          preferred_element_type: Any = None) -> jax.Array:
-    """``jax.lax.conv_general_dilated``; maps smaller than the kernel go to :func:`patch_conv`.
+    """``jax.lax.conv_general_dilated``, through oneDNN on CPU where it applies.
+
+    2-D channels-last convs (undilated input, no batch groups) go to the oneDNN primitives of
+    :mod:`gnj.nn.onednn_conv` when :func:`gnj.nn.onednn_conv.resolve_impl` picks them (CPU,
+    float32, ``$GNJ_CONV_IMPL`` not ``xla``) and oneDNN accepts the geometry. Otherwise XLA's
+    conv, with maps smaller than the kernel going to :func:`patch_conv`:
 
     XLA:CPU's convolution has a pathological case: when an input spatial size is smaller than
     the kernel's (a 3×3 conv on the 2×2 maps at the end of VGG cfg_10, a 7×7 on 5×5), it ran
@@ -92,6 +118,11 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     """
     n = rhs.ndim - 2
     ones = (1,) * n
+    y = _onednn(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                dimension_numbers, feature_group_count, batch_group_count,
+                preferred_element_type)
+    if y is not None:
+        return y
     small = (_is_nhwc(dimension_numbers, n)
              and any(lhs.shape[1 + d] < rhs.shape[d] for d in range(n))
              and tuple(lhs_dilation or ones) == ones and tuple(rhs_dilation or ones) == ones

@@ -1,11 +1,9 @@
 """Build, load and call the Online Normalization CPU kernel (``online_norm_cpu.cc``, XLA FFI).
 
-The C++ source ships with the package and is compiled on first use with
-``$GNJ_CXX`` (default ``g++``) and :data:`FLAGS` into ``$GNJ_KERNEL_CACHE`` (default
-``~/.cache/gnj/kernels``), under a name keyed by a hash of the source, the flags, the compiler,
-the JAX version and the CPU model (``-march=native`` code is only reused on the same CPU). The
-library is written to a temporary name and moved into place with ``os.replace``, so concurrent
-processes (pytest-xdist workers) can build it at once. If the compiler is missing or the build
+The C++ source ships with the package and is compiled on first use with :data:`FLAGS` by
+:mod:`gnj.nn.cpp_build` (``$GNJ_CXX``, cache ``$GNJ_KERNEL_CACHE``), under a name keyed by a
+hash of the source, the flags, the compiler, the JAX version and the CPU model (``-march=native``
+code is only reused on the same CPU), built atomically. If the compiler is missing or the build
 fails, :func:`available` warns once, naming the command and its stderr, and returns False; the
 caller (``gnj/nn/online_norm.py``) then uses its XLA path.
 
@@ -17,11 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gnj.nn import cpp_build
+from gnj.nn.cpp_build import CACHE_ENV, CXX_ENV, compiler  # noqa: F401  (this kernel's knobs)
+
 SOURCE = Path(__file__).with_name("online_norm_cpu.cc")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
-CXX_ENV, CACHE_ENV = "GNJ_CXX", "GNJ_KERNEL_CACHE"
 #: (direction, dtype) -> (FFI target name, exported handler symbol)
 TARGETS = {
     ("fwd", "float32"): ("gnj_online_norm_fwd_f32", "GnjOnlineNormFwdF32"),
@@ -41,23 +36,6 @@ TARGETS = {
 }
 DTYPES = ("float32", "float64")
 
-_libraries: list[ctypes.CDLL] = []  # keep every loaded library alive: XLA holds its handlers
-_registered: set[str] = set()
-
-
-def _cpu_model() -> str:
-    """The CPU's model name and feature flags (what ``-march=native`` compiles for)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def compiler() -> str:
-    return os.environ.get(CXX_ENV, "g++")
-
 
 def build_command(out: str | Path) -> list[str]:
     """The compiler command that builds the library at ``out``."""
@@ -66,54 +44,24 @@ def build_command(out: str | Path) -> list[str]:
 
 def library_path() -> Path:
     """Where the library for this source, flags, compiler, JAX version and CPU lives."""
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler().encode(),
-                 jax.__version__.encode(), _cpu_model().encode()):
-        key.update(part)
-        key.update(b"\0")
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gnj" / "kernels")
-    return cache / f"online_norm_cpu-{key.hexdigest()[:16]}.so"
+    return cpp_build.library_path("online_norm_cpu", (SOURCE.read_bytes(), " ".join(FLAGS),
+                                                      cpp_build.cpu_model()))
 
 
 def build() -> Path:
     """Compile the library unless it is cached; raises ``RuntimeError`` naming the command."""
-    path = library_path()
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.so")
-    os.close(fd)
-    cmd = build_command(tmp)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` exited {proc.returncode}:\n"
-                               f"{proc.stderr.strip()[-4000:]}")
-        os.replace(tmp, path)
-    except OSError as e:  # compiler not found, cache not writable
-        raise RuntimeError(f"`{' '.join(cmd)}` failed: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return cpp_build.build(library_path(), build_command)
 
 
 @functools.cache
 def _load() -> ctypes.CDLL | None:
     """Build (if needed) and load the library and register its FFI targets; None on failure."""
     try:
-        lib = ctypes.CDLL(str(build()))
+        return cpp_build.load(build(), TARGETS.values())
     except (RuntimeError, OSError) as e:
         warnings.warn(f"gnj: the Online Normalization CPU kernel could not be built, so the "
                       f"XLA path is used instead. {e}", RuntimeWarning, stacklevel=3)
         return None
-    _libraries.append(lib)
-    for name, symbol in TARGETS.values():
-        if name not in _registered:  # XLA keeps the first registration of a name
-            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                        platform="cpu")
-            _registered.add(name)
-    return lib
 
 
 def available() -> bool:
