@@ -36,9 +36,7 @@ threading are in docs/performance.md.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 from collections.abc import Sequence
 
 import jax
@@ -52,11 +50,11 @@ from jax.interpreters import ad, batching, mlir
 from jax.sharding import PartitionSpec
 
 from gnj.nn import onednn_kernel as kernel
+from gnj.nn.impl_switch import ImplSwitch
 
 IMPL_ENV = "GNJ_CONV_IMPL"
 IMPLS = ("auto", "xla", "onednn")
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-_impl_override: list[str] = []  # innermost use_impl() last
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -65,28 +63,11 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 # Choosing the path
 
 
-def requested_impl() -> str:
-    """The innermost :func:`use_impl`, else ``$GNJ_CONV_IMPL``, else ``auto``."""
-    impl = _impl_override[-1] if _impl_override else os.environ.get(IMPL_ENV, "auto")
-    if impl not in IMPLS:
-        raise ValueError(f"convolution implementation {impl!r} (from {IMPL_ENV} or use_impl); "
-                         f"valid: {', '.join(IMPLS)}")
-    return impl
-
-
-@contextlib.contextmanager
-def use_impl(impl: str):
-    """Within the block, trace convolutions with ``impl`` (``auto`` | ``xla`` | ``onednn``).
-
-    Read when a conv is traced: a function jitted before keeps the path it was traced with.
-    """
-    if impl not in IMPLS:
-        raise ValueError(f"convolution implementation {impl!r}; valid: {', '.join(IMPLS)}")
-    _impl_override.append(impl)
-    try:
-        yield
-    finally:
-        _impl_override.pop()
+_SWITCH = ImplSwitch("convolution implementation", IMPL_ENV, IMPLS)
+#: The innermost :func:`use_impl`, else ``$GNJ_CONV_IMPL``, else ``auto``.
+requested_impl = _SWITCH.requested
+#: ``with use_impl("auto" | "xla" | "onednn"):`` traces convolutions with that path.
+use_impl = _SWITCH.use
 
 
 def resolve_impl(dtype) -> str:

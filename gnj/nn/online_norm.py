@@ -117,9 +117,7 @@ Presets (``preset=``): ``cifar10`` αf = 1023/1024, αb = 127/128; ``cifar100`` 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 from typing import ClassVar
 
 import flax.linen as nn
@@ -127,6 +125,7 @@ import jax
 import jax.numpy as jnp
 
 from gnj.nn import online_norm_kernel as kernel
+from gnj.nn.impl_switch import ImplSwitch
 from gnj.registry import NORMS
 from gnj.state import BACKWARD_STATE
 
@@ -235,32 +234,12 @@ def _control_process(g, y, stats, u0, v0, alpha_b, k):
 
 IMPL_ENV = "GNJ_ONLINE_NORM_IMPL"
 IMPLS = ("auto", "xla", "kernel")
-_impl_override: list[str] = []  # innermost use_impl() last
-
-
-def requested_impl() -> str:
-    """The implementation asked for: the innermost :func:`use_impl`, else ``$GNJ_ONLINE_NORM_IMPL``,
-    else ``auto``."""
-    impl = _impl_override[-1] if _impl_override else os.environ.get(IMPL_ENV, "auto")
-    if impl not in IMPLS:
-        raise ValueError(f"OnlineNorm implementation {impl!r} (from {IMPL_ENV} or use_impl); "
-                         f"valid: {', '.join(IMPLS)}")
-    return impl
-
-
-@contextlib.contextmanager
-def use_impl(impl: str):
-    """Within the block, trace the training core with ``impl`` (``auto`` | ``xla`` | ``kernel``).
-
-    Read when the layer is traced: a function jitted before keeps the path it was traced with.
-    """
-    if impl not in IMPLS:
-        raise ValueError(f"OnlineNorm implementation {impl!r}; valid: {', '.join(IMPLS)}")
-    _impl_override.append(impl)
-    try:
-        yield
-    finally:
-        _impl_override.pop()
+_SWITCH = ImplSwitch("OnlineNorm implementation", IMPL_ENV, IMPLS)
+#: The implementation asked for: the innermost :func:`use_impl`, else ``$GNJ_ONLINE_NORM_IMPL``,
+#: else ``auto``.
+requested_impl = _SWITCH.requested
+#: ``with use_impl("auto" | "xla" | "kernel"):`` traces the training core with that path.
+use_impl = _SWITCH.use
 
 
 def resolve_impl(dtype) -> str:
