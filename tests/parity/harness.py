@@ -116,6 +116,8 @@ def _cases() -> list[Case]:
              lambda: twins.OnlineNormResNet(8, 4, 3, 0.9, 0.8), (4, 8, 8, 3)))
     add(Case("resnet18 (torchvision)", "torchvision resnet (NN_Mass, Online Norm)",
              dict(name="resnet18"), lambda: twins.TvResNet18(3), (4, 32, 32, 3)))
+    # full depth (gnj's presets fix it); batch 8: the last stage is 1×1 at 32×32, and fewer
+    # values per BatchNorm channel make the train column ill-conditioned (docs/parity.md)
     for arch, label, kw in (
             ("resnet50", "resnet50", {}),
             ("resnext50_32x4d", "resnext50_32x4d", dict(groups=32, width_per_group=4))):
