@@ -361,12 +361,24 @@ def _resnet_cifar(model: Any) -> NameMap:
     return _online_norm_resnet(model) if model.shortcut == "B" else _gne_resnet(model)
 
 
+def _online_norm_mlp(model: Any) -> NameMap:
+    """Online Normalization ``experiments/mlp`` ``MLP_Model``: in_layer, hidden_layers.{i},
+    out_layer, each an ``MLP_Layer`` with ``fc`` (no bias: the reference's bias test never
+    fires) and ``norm`` (none on the out layer)."""
+    hidden = [f"hidden_layers.{i}" for i in range(len(model.hidden) - 1)]
+    m = NameMap(modules={"out_layer.fc": "head"})
+    for i, t in enumerate(["in_layer", *hidden]):
+        m.modules[f"{t}.fc"] = f"layer{i}/dense"
+        m.norm(f"{t}.norm", f"layer{i}/norm")
+    return m
+
+
 FAMILIES: dict[str, Callable[[Any], NameMap]] = {
     "ConstNet": _constnet, "LeakyNet": _leakynet, "DenseCNN": _dense_cnn,
     "DenseCNNDepthwise": _dense_cnn, "DenseMLP": _dense_mlp, "VGG": _vgg,
     "ResNet56Lubana": _lubana_resnet, "ResNetCifar": _resnet_cifar, "SerialNet": _gne_resnet,
     "DenseNetCifar": _gne_densenet, "FixupResNet": _gne_fixup_resnet,
-    "MobileNetV1": _gne_mobilenet,
+    "MobileNetV1": _gne_mobilenet, "MLP": _online_norm_mlp,
 }
 
 

@@ -44,5 +44,6 @@ def test_from_torch_lists_missing_unexpected_and_misshaped_tensors():
     assert "missing in the state dict: ['params/layer0/kernel', 'params/layer1/bias']" in msg
     assert "unexpected tensors: ['features.9.weight']" in msg
     assert "features.0.weight (5, 6) vs params/layer0/kernel (6, 4)" in msg
-    with pytest.raises(ValueError, match="no reference name map for MLP; supported: ConstNet"):
-        convert.name_map(build({"name": "mlp"}, 3))
+    with pytest.raises(ValueError,
+                       match="no reference name map for MobileNetV2; supported: ConstNet"):
+        convert.name_map(build({"name": "mobilenet_v2"}, 3))

@@ -116,6 +116,22 @@ def _cases() -> list[Case]:
              lambda: twins.OnlineNormResNet(8, 4, 3, 0.9, 0.8), (4, 8, 8, 3)))
     add(Case("resnet18 (torchvision)", "torchvision resnet (NN_Mass, Online Norm)",
              dict(name="resnet18"), lambda: twins.TvResNet18(3), (4, 32, 32, 3)))
+    # full depth (gnj's presets fix it); batch 8: the last stage is 1×1 at 32×32, and fewer
+    # values per BatchNorm channel make the train column ill-conditioned (docs/parity.md)
+    for arch, label, kw in (
+            ("resnet50", "resnet50", {}),
+            ("resnext50_32x4d", "resnext50_32x4d", dict(groups=32, width_per_group=4))):
+        add(Case(f"{label} (torchvision)", "torchvision resnet bottleneck (NN_Mass, Online Norm)",
+                 dict(name=arch), lambda kw=kw: twins.TvResNet18(
+                     3, twins.TvBottleneck, (3, 4, 6, 3), **kw), (8, 32, 32, 3)))
+    add(Case("fixup_resnet original, resnet50 arch", "GNEDNN imagenet/models/fixup_resnet.py",
+             dict(name="fixup_resnet", arch="resnet50"),
+             lambda: twins.FixupResNet18(3, twins.FixupBottleneck, (3, 4, 6, 3)), (2, 32, 32, 3)))
+    for norm, label in (("batch", "BatchNorm1d"), ("layer", "LayerNorm1d"), ("none", "no norm")):
+        add(Case(f"mlp {label} (16-8-6)", "Online Normalization experiments/mlp MLP_Model",
+                 dict(name="mlp", hidden=(8, 6), norm=norm, use_bias=False),
+                 lambda norm=norm: twins.OnMLP(16, (8, 6), 3, norm), (4, 4, 4, 1),
+                 slow=False))
     setting = ((1, 8, 1, 1), (6, 8, 2, 2), (6, 16, 1, 2))
     add(Case("mobilenet_v2 (wm 0.25, 3 rows)", "torchvision mobilenetv2 (NN_Mass)",
              dict(name="mobilenet_v2", width_mult=0.25, inverted_residual_setting=setting,

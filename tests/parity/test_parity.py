@@ -1,7 +1,8 @@
 """gnj against PyTorch twins of the five references (tests/parity/harness.py): every model family
 at a tiny size, float64, forward in eval and train mode (with the running statistics), input
 gradient and every parameter gradient within 1e-10 relative. The fast set covers the models whose
-fidelity bugs this harness was written to catch; the rest is slow-marked (docs/parity.md)."""
+fidelity bugs this harness was written to catch and the (tiny) MLPs; the rest is slow-marked
+(docs/parity.md)."""
 
 import pytest
 

@@ -492,8 +492,39 @@ class FixupBasic(nn.Module):
         return self.relu(out)
 
 
+class FixupBottleneck(nn.Module):
+    """imagenet/models/fixup_resnet.py FixupBottleneck (stride on the 3×3 conv)."""
+
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        for name in ("bias1a", "bias1b", "bias2a", "bias2b", "bias3a", "bias3b"):
+            setattr(self, name, nn.Parameter(torch.zeros(1)))
+        self.scale = nn.Parameter(torch.ones(1))
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Conv2d(cin, planes * 4, 1, stride, bias=False)
+                           if stride != 1 or cin != planes * 4 else None)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        out = self.relu(self.conv2(out + self.bias2a) + self.bias2b)
+        out = self.conv3(out + self.bias3a) * self.scale + self.bias3b
+        if self.downsample is not None:
+            identity = self.downsample(x + self.bias1a)
+        out += identity
+        return self.relu(out)
+
+
 class FixupResNet18(nn.Module):
-    def __init__(self, num_classes):
+    """Fixup ResNet; by default resnet18, else ``block`` per stage ``layers`` (ResNet-50:
+    FixupBottleneck, (3, 4, 6, 3))."""
+
+    def __init__(self, num_classes, block=FixupBasic, layers=(2, 2, 2, 2)):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bias1, self.bias2 = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
@@ -502,11 +533,11 @@ class FixupResNet18(nn.Module):
         cin = 64
         for s, planes in enumerate((64, 128, 256, 512)):
             blocks = []
-            for i in range(2):
-                blocks.append(FixupBasic(cin, planes, 2 if (s > 0 and i == 0) else 1))
-                cin = planes
+            for i in range(layers[s]):
+                blocks.append(block(cin, planes, 2 if (s > 0 and i == 0) else 1))
+                cin = planes * getattr(block, "expansion", 1)
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.conv1(x) + self.bias1))
@@ -574,21 +605,55 @@ class TvBasic(nn.Module):
         return self.relu(out)
 
 
+class TvBottleneck(nn.Module):
+    """torchvision Bottleneck (v1.5: the stride on the grouped 3×3 conv)."""
+
+    expansion = 4
+
+    def __init__(self, cin, planes, stride, groups=1, base_width=64):
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != planes * 4:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes * 4))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
 class TvResNet18(nn.Module):
-    def __init__(self, num_classes):
+    """torchvision ResNet; by default resnet18, else ``block`` per stage ``layers`` (ResNet-50:
+    TvBottleneck, (3, 4, 6, 3); ResNeXt: groups, width_per_group; Wide: width_per_group 128)."""
+
+    def __init__(self, num_classes, block=TvBasic, layers=(2, 2, 2, 2), groups=1,
+                 width_per_group=64):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
+        kw = {} if block is TvBasic else dict(groups=groups, base_width=width_per_group)
         for s, planes in enumerate((64, 128, 256, 512)):
             blocks = []
-            for i in range(2):
-                blocks.append(TvBasic(cin, planes, 2 if (s > 0 and i == 0) else 1))
-                cin = planes
+            for i in range(layers[s]):
+                blocks.append(block(cin, planes, 2 if (s > 0 and i == 0) else 1, **kw))
+                cin = planes * block.expansion
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -753,6 +818,44 @@ class OnlineNormResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(x.mean(dim=(2, 3)))
+
+
+class OnMLPLayer(nn.Module):
+    """experiments/mlp MLP_Layer: fc without bias → norm → in-place ReLU (none on the last)."""
+
+    def __init__(self, cin, cout, norm, relu=True):
+        super().__init__()
+        self.fc = nn.Linear(cin, cout, bias=False)
+        self.norm = {"batch": lambda: nn.BatchNorm1d(cout), "layer": lambda: LayerNorm1d(cout),
+                     "none": nn.Identity}[norm]()
+        self.relu = nn.ReLU(inplace=True) if relu else None
+
+    def forward(self, x):
+        x = self.norm(self.fc(x))
+        return x if self.relu is None else self.relu(x)
+
+
+class LayerNorm1d(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+
+    def forward(self, x):
+        return F.layer_norm(x, (x.shape[1],), self.weight, self.bias, 1e-5)
+
+
+class OnMLP(nn.Module):
+    """experiments/mlp MLP_Model (input flattened as the training script's view(-1, 784))."""
+
+    def __init__(self, cin, hidden, num_classes, norm):
+        super().__init__()
+        self.in_layer = OnMLPLayer(cin, hidden[0], norm)
+        self.hidden_layers = nn.Sequential(*[OnMLPLayer(a, b, norm)
+                                             for a, b in zip(hidden[:-1], hidden[1:])])
+        self.out_layer = OnMLPLayer(hidden[-1], num_classes, "none", relu=False)
+
+    def forward(self, x):
+        return self.out_layer(self.hidden_layers(self.in_layer(x.flatten(1))))
 
 
 def randomize_(model: nn.Module, seed: int) -> nn.Module:
