@@ -59,6 +59,7 @@ def matmul_macs(jaxpr: Any) -> int:
 def count_flops(model: nn.Module, input_shape: tuple[int, ...], variables: Any = None) -> int:
     """FLOPs of ``model`` on one sample of ``input_shape`` (no batch axis); see the module doc."""
     from gnj.models import dense_mlp
+    from gnj.nn import onednn_conv
 
     if isinstance(model, dense_mlp.DenseMLP):
         rows = model.structure(math.prod(input_shape))
@@ -77,7 +78,8 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], variables: Any =
                 bias_adds += math.prod(y.shape)
         return y
 
-    with nn.intercept_methods(count_bias):
+    # traced with XLA's conv so every conv is one ``conv_general_dilated`` whatever the CPU path
+    with nn.intercept_methods(count_bias), onednn_conv.use_impl("xla"):
         jaxpr = jax.make_jaxpr(lambda v, z: model.apply(v, z, train=False))(variables, x)
     return 2 * matmul_macs(jaxpr.jaxpr) + bias_adds
 
