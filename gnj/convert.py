@@ -108,13 +108,6 @@ def _plain(tree: Any) -> Any:
     return {k: _plain(v) for k, v in tree.items()} if isinstance(tree, Mapping) else tree
 
 
-def _paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out = []
-    for k, v in tree.items():
-        out += _paths(v, (*prefix, k)) if isinstance(v, Mapping) else [(*prefix, k)]
-    return out
-
-
 def convert(variables: Mapping[str, Any], state_dict: Mapping[str, Any], name_map: NameMap,
             label: str) -> dict[str, Any]:
     """``variables`` with every tensor taken from ``state_dict`` through ``name_map``."""
@@ -144,14 +137,7 @@ def convert(variables: Mapping[str, Any], state_dict: Mapping[str, Any], name_ma
             node = node[p]
         node[path[-1]] = np.asarray(new, dtype=np.asarray(current).dtype)
         covered.add((collection, *path))
-    missing = [f"{col}/{'/'.join(p)}" for col in ("params", "batch_stats") if col in out
-               for p in _paths(out[col]) if (col, *p) not in covered]
-    if unexpected or bad_shape or missing:
-        raise ValueError(
-            f"convert ({label}): the state dict does not fit the gnj model:\n"
-            f"  missing in the state dict: {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
-            f"  unexpected tensors: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}\n"
-            f"  shape mismatches: {bad_shape[:20]}")
+    pretrained.check_fit(f"convert ({label})", out, covered, unexpected, bad_shape)
     return out
 
 

@@ -233,15 +233,22 @@ def convert(variables: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], 
             continue
         _set(out[collection], path, np.asarray(new, dtype=np.asarray(current).dtype))
         covered.add((collection, *path))
-    missing = [f"{col}/{'/'.join(p)}" for col in ("params", "batch_stats") if col in out
-               for p in _leaf_paths(out[col]) if (col, *p) not in covered]
+    check_fit(f"pretrained ({kind})", out, covered, unexpected, bad_shape)
+    return out
+
+
+def check_fit(label: str, variables: Mapping[str, Any], covered: set[tuple[str, ...]],
+              unexpected: list[str], bad_shape: list[str]) -> None:
+    """Raise one ValueError listing every params / batch_stats leaf no tensor filled, every
+    tensor that found no place, and every shape mismatch of a conversion."""
+    missing = [f"{col}/{'/'.join(p)}" for col in ("params", "batch_stats") if col in variables
+               for p in _leaf_paths(variables[col]) if (col, *p) not in covered]
     if unexpected or bad_shape or missing:
         raise ValueError(
-            f"pretrained ({kind}): the state dict does not fit the gnj model:\n"
+            f"{label}: the state dict does not fit the gnj model:\n"
             f"  missing in the state dict: {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
             f"  unexpected tensors: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}\n"
             f"  shape mismatches: {bad_shape[:20]}")
-    return out
 
 
 def load_into_variables(variables: Mapping[str, Any], source: str | Mapping[str, Any],
