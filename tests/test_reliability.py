@@ -92,13 +92,15 @@ def test_signal_saves_and_resume_equals_uninterrupted(monkeypatch, tfds_dir, tmp
     step 5, saves it with its unlogged window and owes nothing; the resumed run's records and
     final weights equal the uninterrupted run's."""
     workdir = str(tmp_path)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     _hook_at(monkeypatch, 4, lambda: os.kill(os.getpid(), signum))
     with pytest.raises(interrupts.Preempted) as info:
         train.train_and_evaluate(_cfg(tfds_dir), workdir)
     assert info.value.step == 5 and info.value.exit_status == 128 + signum
     assert "preempted at step 5" in str(info.value)
     assert [r["step"] for r in _records(workdir)] == [3, 4]  # no eval or record after
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # the handlers the run found (SIG_IGN under a background job) are restored
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
     monkeypatch.undo()
     train.train_and_evaluate(_cfg(tfds_dir), workdir)
     assert _records(workdir) == _records(reference)
