@@ -28,7 +28,7 @@ def tfds_dir(tmp_path_factory) -> str:
     return path
 
 
-def run_python(code_or_args: list[str] | str, devices: int = 1, timeout: int = 600,
+def run_python(code_or_args: list[str] | str, devices: int = 1, timeout: int = 1800,
                check: bool = True, **popen) -> subprocess.CompletedProcess:
     """Run Python in a subprocess with ``devices`` fake CPU devices (set before jax imports)."""
     env = dict(os.environ)

@@ -60,7 +60,7 @@ def _env(devices: int, rows_file: str, processes: int) -> dict[str, str]:
 
 
 def run_main(args: list[str], processes: int, devices: int, log_dir: str,
-             timeout: float = 600) -> list[str]:
+             timeout: float = 1800) -> list[str]:
     """Run ``gnj.main args`` as ``processes`` processes × ``devices`` devices; their stdouts.
 
     ``processes == 1`` runs without ``--multihost``. Row logs go to ``log_dir/rows<i>.jsonl``.

@@ -55,7 +55,7 @@ def test_defaults_reach_xla_before_the_backend_starts_and_xla_accepts_them(monke
     defaults, then compiles and runs a conv and its weight gradient, shows they were read."""
     monkeypatch.setenv(perf.DISABLE_ENV, "1")
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    flags = run_python(_APPLY_CHILD, timeout=300).stdout.split()
+    flags = run_python(_APPLY_CHILD, timeout=1800).stdout.split()
     for name, value in perf.XLA_FLAG_DEFAULTS.items():
         assert f"--{name}={value}" in flags
 
@@ -121,7 +121,7 @@ def test_loss_curve_is_unchanged_by_the_xla_defaults(monkeypatch, tfds_dir):
     curves = {}
     for mode in ("1", "0"):
         monkeypatch.setenv(perf.DISABLE_ENV, mode)
-        out = run_python(["-c", _CURVE_CHILD, tfds_dir], timeout=900).stdout
+        out = run_python(["-c", _CURVE_CHILD, tfds_dir], timeout=1800).stdout
         curves[mode] = np.array(json.loads(out.strip().splitlines()[-1]))
     assert curves["1"].shape == (10, 2)
     np.testing.assert_allclose(curves["1"][:5], curves["0"][:5], rtol=1e-5)

@@ -95,7 +95,7 @@ def test_single_workdir_and_missing_evals(tmp_path):
 
 def test_cli(sweep_root):
     proc = subprocess.run([sys.executable, "-m", "gnj.report", str(sweep_root), "--no-plots"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert "| bn_relu | 2 |" in proc.stdout
 

@@ -204,7 +204,7 @@ def test_command_line_refusals(tmp_path):
                 *args,
             ],
             check=False,
-            timeout=120,
+            timeout=1800,
         )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, proc.stderr
@@ -215,7 +215,7 @@ def test_command_line_refusals(tmp_path):
     proc = run_python(
         ["-m", "gnj.main", "--config=configs/default.py:runlocal", "--workdir=", "--verbosity=1"],
         check=False,
-        timeout=120,
+        timeout=1800,
     )
     assert proc.returncode == 2 and "Traceback" in proc.stderr  # the log has the traceback
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --workdir = ''")

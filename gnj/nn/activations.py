@@ -2,7 +2,8 @@
 
 Every registered entry is a factory returning a Flax module called as ``act(x)``. Parameter-free
 activations are wrapped in :class:`Elementwise`, so models treat all activations alike.
-``gain(spec)`` is the gain table of GNEDNN_release ``ops/initialization.py`` (REFERENCE.md §1.6):
+``gain(spec)`` is the gain table of GNEDNN_release ``ops/initialization.py``
+(docs/references.md#gne-init):
 linear and tanh 1, relu/prelu/sprelu √2, leaky ReLU √(2/(1+s²)).
 """
 
@@ -48,13 +49,15 @@ _GAINS: dict[str, Callable[[dict], float]] = {
     "sprelu": lambda kw: math.sqrt(2.0),
     "leaky_relu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
     "lrelu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
-    # No entry in GNEDNN's table: its configs pass --gain explicitly for these (§1.6).
+    # No entry in GNEDNN's table: its configs pass --gain explicitly for these
+    # (docs/references.md#gne-init).
     "elu": lambda kw: 1.0,
     "selu": lambda kw: 1.0,
     "seluv2": lambda kw: 1.0,
     # ReLU below 6: He's √2 (torchvision's MobileNetV2 inits with the ReLU gain).
     "relu6": lambda kw: math.sqrt(2.0),
-    # Unit second moment out for N(0, 1) in: pairs with unit-gain (weight-normed) convs (§2.4).
+    # Unit second moment out for N(0, 1) in: pairs with unit-gain (weight-normed) convs
+    # (docs/references.md#beyond-bn-norms).
     "wn_scaled_relu": lambda kw: 1.0,
 }
 
@@ -101,7 +104,8 @@ def relu6() -> nn.Module:
 
 @ACTIVATIONS.register("wn_scaled_relu")
 def wn_scaled_relu() -> nn.Module:
-    """√(2π/(π−1))·(relu(x) − 1/√(2π)): zero mean, unit variance for x ~ N(0, 1) (Lubana §2.4)."""
+    """√(2π/(π−1))·(relu(x) − 1/√(2π)): zero mean, unit variance for x ~ N(0, 1)
+    (docs/references.md#beyond-bn-norms)."""
     scale, shift = math.sqrt(2 * math.pi / (math.pi - 1)), 1 / math.sqrt(2 * math.pi)
     return Elementwise(lambda x: scale * (jax.nn.relu(x) - shift))
 
@@ -134,7 +138,7 @@ ACTIVATIONS.register("sprelu")(
 
 def seluv2_constants(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07
                      ) -> tuple[float, float]:
-    """(λ, α) of GNEDNN's depth-aware SeLU (REFERENCE.md §1.7). With x ~ N(0, v), v = q·γ
+    """(λ, α) of GNEDNN's depth-aware SeLU (docs/references.md#gne-selu). With x ~ N(0, v), v = q·γ
     (q = ``fixpoint``, γ = ``gamma`` = gain²) and Φ the standard normal CDF:
 
         γ·E[f′(x)²] = γ·(λ²α²·e^{2v}Φ(−2√v) + λ²/2) = 1 + ε

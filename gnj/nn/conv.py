@@ -245,7 +245,8 @@ class ReparamConv(nn.Module):
 class CenteredConv(ReparamConv):
     """Weight centring: W_f ← W_f − mean(W_f) per filter, at every call.
 
-    GNEDNN ``CenterConv2d`` (REFERENCE.md §1.8) and Beyond-BatchNorm ``WCConv2d`` (§2.4).
+    GNEDNN ``CenterConv2d`` (docs/references.md#gne-weight-reparam) and Beyond-BatchNorm
+    ``WCConv2d`` (docs/references.md#beyond-bn-weight-reparam).
     """
 
     def reparam(self, kernel: jax.Array) -> jax.Array:
@@ -256,7 +257,8 @@ class CenteredConv(ReparamConv):
 class NormedConv(ReparamConv):
     """Chen's weight standardisation ("new configuration of WN"): (W_f − μ_f)·gain/(√n·s_f).
 
-    GNEDNN ``WnConv2d`` used as ``--conv=normed`` (REFERENCE.md §1.8): μ_f and s_f are the mean
+    GNEDNN ``WnConv2d`` used as ``--conv=normed`` (docs/references.md#gne-weight-reparam): μ_f and
+    s_f are the mean
     and the *unbiased* (torch.std) standard deviation of filter f, n its fan-in, gain = √2. No
     eps, as in the reference.
     """
@@ -275,7 +277,8 @@ class NormedConv(ReparamConv):
 class ScaledStdConv(ReparamConv):
     """Scaled weight standardisation: W_f ← gain·g_f·(W_f − μ_f)/((σ_f + eps)·√n).
 
-    NF-net ``ScaledStdConv2d`` as used by Beyond-BatchNorm (REFERENCE.md §2.4): σ_f the *biased*
+    NF-net ``ScaledStdConv2d`` as used by Beyond-BatchNorm
+    (docs/references.md#beyond-bn-weight-reparam): σ_f the *biased*
     std of filter f, eps = 1e-5 added to σ (not under the root), n the fan-in, gain =
     √(2π/(π−1)) (the ReLU gain), g (param ``g``) a learnable per-filter gain, init 1.
     """
@@ -301,11 +304,13 @@ class WeightNormConv(ReparamConv):
 
     Two variants, by ``variant``:
 
-    - ``"lubana"`` (default; Beyond-BatchNorm ``WN_self``, REFERENCE.md §2.4): g init 1 and
+    - ``"lubana"`` (default; Beyond-BatchNorm ``WN_self``,
+    docs/references.md#beyond-bn-weight-reparam): g init 1 and
       eps = 1e-5, so the initial effective filters have unit norm. The reference pairs it with
       the scaled ReLU ``act="wn_scaled_relu"`` and no norm.
     - ``"torch"`` (PyTorch ``nn.utils.weight_norm(dim=0)``, used by GNEDNN's ``norm_fn='wn'``,
-      §1.5/§1.8; also registered as ``weight_norm_torch``): g initialised to ‖W_f‖ of the initial
+      docs/references.md#gne-weight-reparam; also registered as ``weight_norm_torch``): g
+      initialised to ‖W_f‖ of the initial
       kernel, so the initial effective kernel equals the initialised one, and eps = 0.
 
     ``epsilon=None`` picks the variant's eps. The gain is the parameter ``g`` (one per filter).

@@ -6,7 +6,7 @@ dense ``(in, out)``, conv ``(kh, kw, in/groups, out)``. ``gain=None`` means "the
 layer's nonlinearity", which the model fills in from ``gnj.nn.activations.gain``.
 
 Follows the gain table and fan conventions of GNEDNN_release ``ops/initialization.py``
-(REFERENCE.md §1.6) and PyTorch's ``nn.init``.
+(docs/references.md#gne-init) and PyTorch's ``nn.init``.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _orthogonal_matrix(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array
 @INITS.register("orthogonal")
 def orthogonal(gain: float | None = None) -> Initializer:
     """gain × an orthogonal matrix of PyTorch's flattened shape (out, in·kh·kw); no 1/√fan
-    factor (GNEDNN ``Initializer``, REFERENCE.md §1.6)."""
+    factor (GNEDNN ``Initializer``, docs/references.md#gne-init)."""
     g = _resolve_gain(gain)
 
     def init(key, shape, dtype=jnp.float32):
@@ -154,7 +154,7 @@ def orthogonal(gain: float | None = None) -> Initializer:
 @INITS.register("delta_orthogonal", "delta_orth")
 def delta_orthogonal(gain: float | None = None) -> Initializer:
     """Zero kernel with an orthogonal centre tap, scaled by gain·√(out/in) (Xiao et al. 2018, as
-    in GNEDNN's ``delta_orthogonal``, REFERENCE.md §1.6).
+    in GNEDNN's ``delta_orthogonal``, docs/references.md#gne-init).
 
     The centre tap (index k//2 of every spatial dim) is the (in, out) corner of a dim×dim
     orthogonal matrix, dim = max(in, out); the reference draws it from an N(0, 4) matrix and
@@ -178,7 +178,8 @@ def delta_orthogonal(gain: float | None = None) -> Initializer:
 @INITS.register("const_avg")
 def const_avg(gain: float | None = None) -> Initializer:
     """ConstNet's averaging kernel: zeros but the centre tap, 1/in_channels for every (in, out)
-    pair, so each output is the channel mean of the input (BeyondSigProp, REFERENCE.md §3.3)."""
+    pair, so each output is the channel mean of the input (BeyondSigProp,
+    docs/references.md#sigprop-const-init)."""
     del gain
 
     def init(key, shape, dtype=jnp.float32):
@@ -210,7 +211,7 @@ def fixup_scale(num_layers: int, m: int, variant: str = "original", p: float = 2
 def fixup(gain: float | None = None, num_layers: int | None = None, m: int = 2,
           variant: str = "original", p: float = 2.0, num_blocks: int | None = None
           ) -> Initializer:
-    """Fixup's residual-branch conv init (REFERENCE.md §1.9); L = ``num_blocks`` (alias
+    """Fixup's residual-branch conv init (docs/references.md#gne-fixup); L = ``num_blocks`` (alias
     ``num_layers``) residual branches of ``m`` layers each.
 
     - ``original`` (Zhang et al., ImageNet ``fixup_resnet.py``): N(0, √(2/fan_out))·L^(−1/(2m−2)),
@@ -238,7 +239,8 @@ def fixup(gain: float | None = None, num_layers: int | None = None, m: int = 2,
 
 @INITS.register("fixup_downsample")
 def fixup_downsample(gain: float | None = None, variant: str = "original") -> Initializer:
-    """The 1×1 downsample of a Fixup ResNet (REFERENCE.md §1.9): ``original`` N(0, √(2/fan_out)),
+    """The 1×1 downsample of a Fixup ResNet (docs/references.md#gne-fixup): ``original`` N(0,
+    √(2/fan_out)),
     ``ours`` N(0, √(1/fan_in)). ``gain`` is ignored (the constants are the references')."""
     del gain
     if variant == "original":
@@ -252,7 +254,8 @@ def fixup_downsample(gain: float | None = None, variant: str = "original") -> In
 def varnet(gain: float | None = None, sigma_w: float = 1.0, relu_gain: bool = True
            ) -> Initializer:
     """BeyondSigProp's ``--varnet`` baseline: N(0, g·√(σ_W/k)), k = kh·kw·out (fan_out), g = √2
-    for the 3×3 block convs (``relu_gain``) and 1 for the stem and 1×1 shortcuts (§3.3)."""
+    for the 3×3 block convs (``relu_gain``) and 1 for the stem and 1×1 shortcuts
+    (docs/references.md#sigprop-const-init)."""
     del gain
     g = math.sqrt(2.0) if relu_gain else 1.0
 
@@ -268,7 +271,7 @@ LEAKYNET_CHARS = "h1ik"
 
 def leakynet_phase(index: int) -> float:
     """LeakyNet's phase of block ``index`` (0-based over all blocks): +1 even, −1 odd; the stem
-    (``index=-1``) gets +1 (REFERENCE.md §3.4)."""
+    (``index=-1``) gets +1 (docs/references.md#sigprop-leakynet-init)."""
     return 1.0 if index < 0 or index % 2 == 0 else -1.0
 
 
@@ -292,7 +295,8 @@ def _identity_taps(w: jax.Array, const: float, where: str) -> jax.Array:
 def identity_conv(gain: float | None = None, phase: float = 1.0, slope: float = 0.0
                   ) -> Initializer:
     """LeakyNet's identity conv: zero kernel, centre tap [d mod in, d] = c with c = phase, or
-    phase/slope when phase < 0 and slope > 0 (REFERENCE.md §3.4). Needs out ≥ in; output d
+    phase/slope when phase < 0 and slope > 0 (docs/references.md#sigprop-leakynet-init). Needs out
+    ≥ in; output d
     copies input channel d mod in. ``gain`` is ignored (the map is exactly ±identity)."""
     del gain
     if phase not in (1.0, -1.0):
@@ -321,7 +325,8 @@ def check_init_string(init_string: str, num_layers: int) -> str:
 
 def leakynet_init(char: str, index: int, lrelu: float = 0.0) -> Initializer:
     """LeakyNet's per-layer init for init-string character ``char`` at block ``index``
-    (BeyondSigProp ``remodel.py``; REFERENCE.md §3.4); the stem uses ``index=-1`` (phase +1).
+    (BeyondSigProp ``remodel.py``; docs/references.md#sigprop-leakynet-init); the stem uses
+    ``index=-1`` (phase +1).
 
     phase = +1 for even blocks and the stem, −1 for odd ones; with phase −1 and lrelu > 0 the
     constant is divided by lrelu (so a (+I, −I/α) pair through two leaky ReLUs composes to −x).
@@ -353,7 +358,8 @@ def leakynet_init(char: str, index: int, lrelu: float = 0.0) -> Initializer:
 
 def leakynet_layer_inits(init_string: str, lrelu: float = 0.0, num_layers: int | None = None,
                          *, depth: int | None = None) -> list[Initializer]:
-    """One initializer per conv of a LeakyNet (REFERENCE.md §3.4): layer 0 is the stem (phase +1),
+    """One initializer per conv of a LeakyNet (docs/references.md#sigprop-leakynet-init): layer 0
+    is the stem (phase +1),
     layer j ≥ 1 is block i = j−1 (phase +1 for even i, −1 for odd i). Underscores are ignored.
 
     The length is checked against ``num_layers`` (1 stem + blocks) or, with ``depth``, against

@@ -1,4 +1,5 @@
-"""Explicit symmetry breaking (Blumenfeld et al., ICML 2020; REFERENCE.md §3, §6).
+"""Explicit symmetry breaking (Blumenfeld et al., ICML 2020;
+docs/references.md#sigprop-symmetry-breaking).
 
 ConstNet relies on cuDNN's non-deterministic convolutions to break the symmetry between its
 identical channels; XLA is deterministic, so gnj provides the breaker explicitly:
@@ -50,8 +51,9 @@ def _check_scale(scale: float, where: str) -> None:
 class SymmetryNoise(nn.Module):
     """``noise(x, train)``: forward and backward Gaussian noise of std ``scale`` when training.
 
-    Stands in for cuDNN's non-deterministic convolutions in ConstNet / LeakyNet (REFERENCE.md
-    §3.2 ``--cudaNoise``, §6); both keys come from the ``noise`` RNG stream, so a model applied
+    Stands in for cuDNN's non-deterministic convolutions in ConstNet / LeakyNet (the
+    reference's ``--cudaNoise``; docs/references.md#sigprop-symmetry-breaking); both keys come from
+    the ``noise`` RNG stream, so a model applied
     with ``train=True`` and ``scale > 0`` needs ``rngs={"noise": key}``.
     """
 

@@ -10,8 +10,9 @@ says whether the norm couples the samples of a batch.
 Conventions shared by every norm here (docs/norms.md has the full table):
 
 - ``momentum`` is always the weight of the *new batch value* in the running average,
-  ``r ← (1 − m)·r + m·batch`` (PyTorch's convention). The Beyond-BatchNorm code (REFERENCE.md
-  §2.4) writes ``r ← 0.9·r + 0.1·batch``, which is ``momentum=0.1`` here.
+  ``r ← (1 − m)·r + m·batch`` (PyTorch's convention). The Beyond-BatchNorm code
+  (docs/references.md#beyond-bn-norms) writes ``r ← 0.9·r + 0.1·batch``, which is ``momentum=0.1``
+  here.
 - Statistics are computed in at least float32 (float64 inputs stay float64) and the output is
   cast back to the input dtype. ``param_dtype`` is the dtype of parameters *and* running
   statistics (float32 by default; the float64 tests pass ``jnp.float64``).
@@ -49,7 +50,8 @@ def spatial_axes(x: jax.Array) -> tuple[int, ...]:
 
 
 def p_grouping(width: int, p: float) -> int:
-    """Beyond-BatchNorm's group-count rule (REFERENCE.md §2.2): ``int(p)`` if p > 1 else ⌈width·p⌉.
+    """Beyond-BatchNorm's group-count rule (docs/references.md#beyond-bn-norms): ``int(p)`` if p >
+    1 else ⌈width·p⌉.
 
     p > 1 is the number of groups; p ≤ 1 is the inverse group size (p = 1: one channel per group,
     i.e. InstanceNorm; tiny p: one group, i.e. LayerNorm). The float product is rounded up
@@ -215,11 +217,12 @@ _BN_CONVENTIONS = ("torch", "lubana")
 class BatchNorm(_Affine):
     """y = γ·(x − μ_B)/√(σ²_B + eps) + β over all axes but the channel; σ²_B biased.
 
-    Two running-statistics conventions (REFERENCE.md §6), chosen by ``convention``:
+    Two running-statistics conventions (docs/references.md#running-stats), chosen by ``convention``:
 
     - ``"torch"`` (default; PyTorch ``nn.BatchNorm2d``, seeds 1, 3, 4, 5): running mean starts at
       0, running variance at 1, and the running variance averages the *unbiased* batch variance.
-    - ``"lubana"`` (Beyond-BatchNorm ``BN_self``, REFERENCE.md §2.4, also registered as
+    - ``"lubana"`` (Beyond-BatchNorm ``BN_self``, docs/references.md#beyond-bn-norms, also
+    registered as
       ``batch_lubana``): the running variance averages the *biased* batch variance and the
       running mean starts at **one** [as-written in the reference; kept because it changes the
       eval output of briefly trained nets].
@@ -272,7 +275,8 @@ class BatchNorm(_Affine):
 
 @NORMS.register("batch_lubana", "bn_lubana")
 class BatchNormLubana(BatchNorm):
-    """:class:`BatchNorm` with ``convention="lubana"`` (Beyond-BatchNorm ``BN_self``, §2.4)."""
+    """:class:`BatchNorm` with ``convention="lubana"`` (Beyond-BatchNorm ``BN_self``,
+    docs/references.md#beyond-bn-norms)."""
 
     convention: str = "lubana"
 
@@ -288,7 +292,8 @@ class GhostBatchNorm(BatchNorm):
     convention). Eval uses the running statistics, so any eval batch size works; ``size`` must
     divide the *training* batch.
 
-    Deliberate difference: GNEDNN's ``GhostBN`` (REFERENCE.md §1.8, defined but unused) reshapes
+    Deliberate difference: GNEDNN's ``GhostBN`` (docs/references.md#gne-norms, defined but unused)
+    reshapes
     (N, C, H, W) → (N/32, 32·C, H, W) and applies BN over the 32·C channels, which normalises the
     samples that share a position *inside* their ghost batch across the ghost batches. That is
     not ghost BN; gnj implements ghost batches as described by the method's name and paper.
@@ -318,7 +323,7 @@ class GhostBatchNorm(BatchNorm):
 
 @NORMS.register("mean_only", "mean_only_bn")
 class MeanOnlyBatchNorm(nn.Module):
-    """y = x − μ_B + β (no scaling); GNEDNN ``MeanOnlyBN`` (REFERENCE.md §1.8).
+    """y = x − μ_B + β (no scaling); GNEDNN ``MeanOnlyBN`` (docs/references.md#gne-norms).
 
     Paired with ``weight_norm_torch`` convs for Chen's ``norm_fn='wn'``. Running mean: EMA with
     PyTorch's momentum 0.1 starting at 0; eval subtracts it.
@@ -349,7 +354,8 @@ class MeanOnlyBatchNorm(nn.Module):
 class _MomentNorm(_Affine):
     """y = γ·x/(m_c + eps) + β with a batch moment m_c over all axes but the channel.
 
-    GNEDNN ``L2Norm2d`` / ``L1Norm2d`` (REFERENCE.md §1.8): no centring; eps is added to the
+    GNEDNN ``L2Norm2d`` / ``L1Norm2d`` (docs/references.md#gne-norms): no centring; eps is added to
+    the
     moment (not under a square root); the running moment (stored as ``batch_stats/moment``, the
     reference's ``running_var``) is an EMA with momentum 0.1 starting at 1; eval divides by
     ``running + eps``. The references pair it with ``centered`` convs.
@@ -399,7 +405,8 @@ class L1MomentNorm(_MomentNorm):
 class VarianceNorm(_Affine):
     """y = γ·x/√(σ²_B + eps) + β: divide by the batch variance, no centring.
 
-    Beyond-BatchNorm ``VN_self`` (REFERENCE.md §2.4). σ²_B is the biased batch variance over all
+    Beyond-BatchNorm ``VN_self`` (docs/references.md#beyond-bn-norms). σ²_B is the biased batch
+    variance over all
     axes but the channel; running variance: EMA momentum 0.1 (the reference's keep-0.9) of the
     biased batch variance, starting at 1; eval uses it.
     """
@@ -434,8 +441,10 @@ class LayerNorm(_Affine):
     """y = (x − μ)/√(σ² + eps)·γ + β with μ, σ² (biased) over (H, W, C) of each sample.
 
     ``affine="channel"`` (default): γ, β per channel, as Beyond-BatchNorm ``LN_self``
-    (REFERENCE.md §2.4). ``affine="element"``: γ, β of shape (H, W, C), the Online-Normalization
-    ``LayerNorm2d`` (§5.4; created at the first call, like the reference's lazy creation).
+    (docs/references.md#beyond-bn-norms). ``affine="element"``: γ, β of shape (H, W, C), the
+    Online-Normalization
+    ``LayerNorm2d`` (docs/references.md#online-norm; created at the first call, like the
+    reference's lazy creation).
     ``affine="none"``: no affine. ``use_scale`` / ``use_bias`` switch γ / β off individually.
     """
 
@@ -460,7 +469,8 @@ class LayerNorm(_Affine):
 class InstanceNorm(_Affine):
     """y = (x − μ)/√(σ² + eps)·γ + β with μ, σ² (biased) over (H, W) per sample and channel.
 
-    Beyond-BatchNorm ``IN_self`` (REFERENCE.md §2.4) / ``nn.InstanceNorm2d(affine=True)`` (§5.4).
+    Beyond-BatchNorm ``IN_self`` (docs/references.md#beyond-bn-norms) /
+    ``nn.InstanceNorm2d(affine=True)`` (Online Normalization).
     Needs spatial axes: (N, C) input raises a ValueError (the variance would be 0).
     """
 
@@ -517,8 +527,9 @@ class GroupNorm(_Affine):
     """y = (x − μ_g)/√(σ²_g + eps)·γ + β with μ_g, σ²_g over (H, W, channels of group g) per sample.
 
     The group count is ``groups`` (default 32, PyTorch/Flax style) or, with ``p``, the
-    Beyond-BatchNorm p_grouping rule ``int(p) if p > 1 else ceil(C·p)`` (REFERENCE.md §2.2).
-    ``unbiased=False`` (default) is ``nn.GroupNorm`` (Online Normalization, §5.4);
+    Beyond-BatchNorm p_grouping rule ``int(p) if p > 1 else ceil(C·p)``
+    (docs/references.md#beyond-bn-norms).
+    ``unbiased=False`` (default) is ``nn.GroupNorm`` (Online Normalization);
     ``unbiased=True`` is Beyond-BatchNorm's ``GN_self``, whose group variance is torch.var's
     unbiased default [as-written]. Channels are grouped consecutively, as in PyTorch.
     """
@@ -585,9 +596,10 @@ class EvoNormS0(_Affine):
 
     s_g(x) = √(σ²_g + eps), the per-sample group standard deviation over (H, W, channels of
     the group), with ``groups`` = 32 fixed by default as in Beyond-BatchNorm ``EvoNormSO``
-    (REFERENCE.md §2.4); v (``v``), γ, β per channel, v init 1. ``unbiased=True`` (default)
+    (docs/references.md#beyond-bn-norms); v (``v``), γ, β per channel, v init 1. ``unbiased=True``
+    (default)
     uses torch.var's unbiased group variance, the convention of that code base's other group and
-    instance statistics (REFERENCE.md does not state it for S0; the EvoNorm paper's TF code is
+    instance statistics (the Beyond-BN code does not fix it for S0; the EvoNorm paper's TF code is
     biased: ``unbiased=False``). It replaces the activation: pair with ``act="identity"``.
     """
 
@@ -620,7 +632,8 @@ class EvoNormB0(_Affine):
     in eval (EMA momentum 0.1, i.e. the reference's keep-0.9, of the biased batch variance,
     starting at 1). s_i(x) = √(σ²_i + eps): the per-sample, per-channel instance standard
     deviation over (H, W) with the *unbiased* variance (Beyond-BatchNorm ``EvoNormBO``,
-    REFERENCE.md §2.4), so at least 2 spatial positions are needed. v init 1. It replaces the
+    docs/references.md#beyond-bn-norms), so at least 2 spatial positions are needed. v init 1. It
+    replaces the
     activation: pair with ``act="identity"``.
     """
 

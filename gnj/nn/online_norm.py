@@ -1,6 +1,7 @@
 """Online Normalization (Chiley et al., NeurIPS 2019), exact per-sample streams, forward and back.
 
-Follows ``Cerebras/online-normalization`` (REFERENCE.md §5.2, §5.4) for the algorithm; the code
+Follows ``Cerebras/online-normalization`` (docs/references.md#online-norm) for the algorithm; the
+code
 here, the C++ kernel included, is written from the formulas. Per channel, with D = H·W (D = 1 for
 dense inputs) and samples t = 0…N−1 taken **in batch order**:
 
@@ -25,7 +26,8 @@ optional channel grouping is not ported), ``ac`` (clamp to ±clamp_value, zero g
 or ``none``. The ECM runs in train and eval, as in the reference. Eval uses the frozen forward
 streams, y = (x − μ)/√(σ² + eps), and updates nothing.
 
-**Default ecm.** ``ls``: every experiment CLI of the reference (``--ecm``, REFERENCE.md §5.3)
+**Default ecm.** ``ls``: every experiment CLI of the reference (``--ecm``,
+docs/references.md#online-norm)
 uses it and the published numbers come from it; the reference *module* defaults to ``ac``
 (since 2020-03, issue #22). Pass ``ecm="ac"`` for the module default.
 

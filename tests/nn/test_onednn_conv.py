@@ -384,7 +384,7 @@ for a, b in ((dx, ref[0]), (dw, ref[1]), (dxl, ref[0]), (dwl, ref[1])):
     assert e < 1e-5, e
 print("ok")
 """
-    assert "ok" in run_python(code, devices=8, timeout=300).stdout
+    assert "ok" in run_python(code, devices=8, timeout=1800).stdout
 
 
 # ------------------------------------------------------------------------------------------------
