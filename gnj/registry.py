@@ -56,16 +56,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 class Registry:
     """A named table of factories (classes or functions) of one kind."""
 
-    def __init__(self, kind: str, populated_by: str | None = None):
+    def __init__(self, kind: str, populated_by: tuple[str, ...] = ()):
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
         self._populated_by = populated_by
 
     def _populate(self) -> None:
-        """Import the package whose modules register this registry's entries (once)."""
-        if self._populated_by is not None:
-            module, self._populated_by = self._populated_by, None
-            importlib.import_module(module)
+        """Import the packages whose modules register this registry's entries (once): the core
+        package of the kind, then ``gnj.proj`` (every paper's entries)."""
+        if self._populated_by:
+            modules, self._populated_by = self._populated_by, ()
+            for module in modules:
+                importlib.import_module(module)
 
     def register(self, name: str | None = None, *aliases: str) -> Callable:
         """Decorator: ``@NORMS.register("batch")``. The default name is the object's name."""
@@ -111,14 +113,18 @@ class Registry:
         return len(self._entries)
 
 
-NORMS = Registry("norm", "gnj.nn")
-CONVS = Registry("conv", "gnj.nn")
-INITS = Registry("init", "gnj.nn")
-ACTIVATIONS = Registry("activation", "gnj.nn")
-MODELS = Registry("model", "gnj.models")
-DATASETS = Registry("dataset", "gnj.data")
-OPTIMIZERS = Registry("optimizer", "gnj.optim")
-SCHEDULES = Registry("schedule", "gnj.optim")
+_PAPERS = "gnj.proj"
+NORMS = Registry("norm", ("gnj.nn", _PAPERS))
+CONVS = Registry("conv", ("gnj.nn", _PAPERS))
+INITS = Registry("init", ("gnj.nn", _PAPERS))
+ACTIVATIONS = Registry("activation", ("gnj.nn", _PAPERS))
+MODELS = Registry("model", ("gnj.models", _PAPERS))
+DATASETS = Registry("dataset", ("gnj.data", _PAPERS))
+OPTIMIZERS = Registry("optimizer", ("gnj.optim", _PAPERS))
+SCHEDULES = Registry("schedule", ("gnj.optim", _PAPERS))
+#: analyses run by ``--mode=analyze`` and by train-time probes: ``fn(context) -> dict``
+#: (see gnj.analysis.hooks); papers add theirs (NN-Mass, LDI, weight correlations, ...).
+ANALYSES = Registry("analysis", ("gnj.analysis", _PAPERS))
 
 
 def spec_name(spec: str) -> str:

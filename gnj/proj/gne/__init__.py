@@ -1,0 +1,4 @@
+"""Gradient Norm Equality (Chen et al.): serial nets, Fixup variants, the GNE CIFAR/ImageNet presets and schedules. See docs/proj/gne.md.
+
+Importing this package registers its entries in the core registries (gnj.registry).
+"""
