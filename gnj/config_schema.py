@@ -331,6 +331,7 @@ FIELDS: dict[str, Field] = {
     "analysis.cross_correlation_forward": Field(True, Bool()),
     "analysis.num_samples": Field(8, _COUNT),
     "analysis.num_probes": Field(16, _COUNT),
+    "analysis.seed": Field(0, Int(lo=0), "PRNG seed of the analysis's random probes"),
     "analysis.exact_max_bytes": Field(64 * 2**20, Int(lo=0)),
     "analysis.lanczos_steps": Field(20, _COUNT),
     "analysis.spectrum_probes": Field(4, _COUNT),
