@@ -29,13 +29,22 @@ def tfds_dir(tmp_path_factory) -> str:
 
 
 def run_python(code_or_args: list[str] | str, devices: int = 1, timeout: int = 1800,
-               check: bool = True, **popen) -> subprocess.CompletedProcess:
-    """Run Python in a subprocess with ``devices`` fake CPU devices (set before jax imports)."""
+               check: bool = True, env_extra: dict[str, str] | None = None, cwd: str = REPO,
+               **popen) -> subprocess.CompletedProcess:
+    """Run Python in a subprocess with ``devices`` fake CPU devices (set before jax imports).
+
+    ``env_extra``: more environment variables; ``cwd``: the working directory (the repository
+    root by default; elsewhere the repository is put on ``PYTHONPATH``). ``timeout`` is a hang
+    guard, not a speed check.
+    """
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
+    if cwd != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+    env.update(env_extra or {})
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
-    proc = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, **popen)
     if check and proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
