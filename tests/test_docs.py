@@ -168,7 +168,7 @@ ROWS = experiment_rows()
 
 
 def row_id(row: dict) -> str:
-    return f"{row['paper']}: {row['what']}"
+    return re.sub(r"\W+", "_", f"{row['paper']} {row['what']}").strip("_").lower()
 
 
 def test_readme_is_short():
