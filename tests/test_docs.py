@@ -279,6 +279,26 @@ def test_relative_links_resolve(doc):
     assert not broken, f"{doc.relative_to(ROOT)}:\n" + "\n".join(broken)
 
 
+DOC_CITATION = re.compile(r"docs/([\w./-]+\.md)(?:#([\w-]+))?")
+
+
+def test_code_cites_existing_doc_anchors():
+    """Docstrings cite docs pages by anchor (`docs/references.md#moment-norms`): each resolves."""
+    broken = []
+    for path in repository_text_files():
+        if path.suffix not in (".py", ".cc") or path.parts[len(ROOT.parts)] == "docs":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for page, anchor in DOC_CITATION.findall(line):
+                dest = ROOT / "docs" / page
+                if not dest.exists():
+                    broken.append(f"{path.relative_to(ROOT)}:{n}: docs/{page}: no such file")
+                elif anchor and anchor not in anchors(dest):
+                    broken.append(f"{path.relative_to(ROOT)}:{n}: docs/{page}#{anchor}: no "
+                                  "such heading")
+    assert not broken, "\n".join(broken[:80])
+
+
 # ---------------------------------------------------------------------------------------------
 # the walkthrough and the extending examples, run as written
 
