@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # jemalloc preloaded when installed (gnj/perf.py allocator_env; GNJ_ALLOCATOR=system to opt out)
 ALLOC := env $$($(PY) -m gnj.perf allocator-env)
 
-.PHONY: run test test-all bench lint clean
+.PHONY: run test test-all docs-check bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(VENV)/.installed
 ## Every test, slow ones included.
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
+
+## The docs' checks with their slow runs: the walkthrough, docs/extending.md, the README table.
+docs-check: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist loadgroup -m "" tests/test_docs.py $(PYTEST_ARGS)
 
 ## Benchmarks against PyTorch (CPU build); prints a table and writes bench.json.
 bench: $(VENV)/.installed-bench
