@@ -282,7 +282,7 @@ def test_runlocal_keeps_the_recipe_but_shrinks_the_run():
 
 
 def test_model_sizes_from_the_models_tiny_attribute():
-    from configs.gne.common import runlocal
+    from configs.common import runlocal
     from configs.nn_mass import imagenet
 
     c = imagenet.get_config("resnet101")
@@ -387,3 +387,39 @@ def test_nn_mass_digits_segment_pairs_depths_at_matched_mass():
     for tc in (3, 10, 30):  # the two depths differ in size but not much in NN-Mass
         assert abs(masses[(8, tc)] - masses[(16, tc)]) / masses[(8, tc)] < 0.1
     assert masses[(8, 0)] == masses[(16, 0)] == 0.0
+
+
+# ------------------------------------------------------------------ the typed argument parser
+
+
+def test_config_args_parses_typed_options_and_names_bad_tokens():
+    from gnj.config_args import Family, Ints, Option
+
+    fam = Family("configs/x.py", variants=["a", "b"], default="a",
+                 options=[Option("runlocal"), Option("batch", int, token="b", default=128),
+                          Option("lr", float), Option("warmup", off="nowarmup"),
+                          Option("tc", Ints), Option("probe"),
+                          Option("p", float, only=lambda a: a.variant == "b", needs="variant b")])
+    args = fam.parse("b,b64,lr=0.5,nowarmup,tc1_2_3,p0.5,probe")
+    assert (args.variant, args.batch, args.lr, args.warmup, args.tc, args.p, args.probe) == (
+        "b", 64, 0.5, False, (1, 2, 3), 0.5, True)
+    assert args.given == {"batch", "lr", "warmup", "tc", "p", "probe"}
+    default = fam.parse("")
+    assert default.variant == "a" and default.batch == 128 and default.warmup is None
+    assert fam.parse("runlocal").variant == "a" and fam.parse("batch=32,runlocal").batch == 32
+    with pytest.raises(ValueError, match=r"configs/x.py: no variant 'c'; valid: a, b"):
+        fam.parse("c")
+    with pytest.raises(ValueError, match=r"configs/x.py: unknown option 'bx' .*b<batch>"):
+        fam.parse("a,bx")
+    with pytest.raises(ValueError, match=r"option 'lr=abc': 'abc' is not a valid float"):
+        fam.parse("a,lr=abc")
+    with pytest.raises(ValueError, match=r"unknown option 'p0.5' .*p needs variant b"):
+        fam.parse("a,p0.5")
+
+
+@pytest.mark.parametrize("family", FAMILIES + ["configs.default"])
+def test_every_family_declares_runlocal_and_accepts_key_value_options(family):
+    mod = _family(family)
+    assert "runlocal" in {o.key for o in mod.FAMILY.options}
+    assert mod.get_config(mod.VARIANTS[-1] + ",runlocal=true").to_dict() == mod.get_config(
+        mod.VARIANTS[-1] + ",runlocal").to_dict()

@@ -35,7 +35,8 @@ import math
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Option
 
 SQRT2 = math.sqrt(2.0)
 KAIMING = f"kaiming_normal(gain={SQRT2})"  # every conv: kaiming_normal(fan_in, relu) (§2.3)
@@ -72,9 +73,15 @@ SEGMENTS: dict[str, list[str]] = {
     "batch_size": [f"{a},{n},b{b}" for a in ("vgg10", "resnet56")
                    for n in ("batch", "group", "layer", "instance") for b in BATCH_SIZES],
 }
-OPTIONS = ("p<grouping>, b<batch>, warmup, nowarmup, lr<init_lr>, cifar10, probe, "
-           "fix_small_batch, runlocal")
-FAMILY = "configs/beyond_bn/cifar.py"
+HALF = (0.5, 0.5, 0.5)  # the reference's mean and std
+FAMILY = Family(
+    "configs/beyond_bn/cifar.py", variants=VARIANTS, default="resnet56,batch",
+    options=[Option("p_grouping", float, token="p", default=32.0, help="grouping",
+                    only=lambda a: a.parts[1] == "group", needs="norm 'group'"),
+             Option("batch", int, token="b", default=256),
+             Option("warmup", off="nowarmup"),
+             Option("init_lr", float, token="lr", default=1.0, help="x"),
+             Option("cifar10"), Option("probe"), Option("fix_small_batch"), common.RUNLOCAL])
 TRAIN_SIZE = 50_000
 
 
@@ -98,56 +105,29 @@ def lr_recipe(batch_size: int, init_lr: float, warmup: bool, fix_small_batch: bo
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "resnet56,batch", n_variant=2)
-    if variant not in VARIANTS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    arch, norm_type = variant.split(",")
-    p, batch, init_lr, dataset = 32.0, 256, 1.0, "cifar100"
-    warmup, probe, fix_small = norm_type == "frn", False, False
-    runlocal = False
-    for opt in options:
-        pv, b, lr = (common.float_option(opt, "p"), common.int_option(opt, "b"),
-                     common.float_option(opt, "lr"))
-        if opt == "runlocal":
-            runlocal = True
-        elif opt in ("warmup", "nowarmup"):
-            warmup = opt == "warmup"
-        elif opt == "cifar10":
-            dataset = "cifar10"
-        elif opt == "probe":
-            probe = True
-        elif opt == "fix_small_batch":
-            fix_small = True
-        elif pv is not None:
-            if norm_type != "group":
-                raise ValueError(f"{FAMILY}: option {opt!r} (p_grouping) needs norm 'group', "
-                                 f"got {norm_type!r}")
-            p = pv
-        elif b is not None:
-            batch = b
-        elif lr is not None:
-            init_lr = lr
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    args = FAMILY.parse(arg)
+    arch, norm_type = args.parts
+    p, batch = args.p_grouping, args.batch
+    warmup = norm_type == "frn" if args.warmup is None else args.warmup
     norm, act, conv = NORMS[norm_type]
     c = common.new_config()
-    c.dataset.name = dataset
+    c.dataset.name = "cifar10" if args.cifar10 else "cifar100"
     c.dataset.augment.update(dict(crop_padding=0, flip=True))
-    c.dataset.mean, c.dataset.std = common.HALF, common.HALF
+    c.dataset.mean, c.dataset.std = HALF, HALF
     model = dict(ARCHS[arch], norm=norm.format(p=p), act=act, conv=conv, weight_init=KAIMING)
     if model["name"] == "resnet56_lubana":
         model.update(stem_init=KAIMING, shortcut_init=KAIMING)
     common.apply_model(c, **model)
-    recipe = lr_recipe(batch, init_lr, warmup, fix_small)
+    recipe = lr_recipe(batch, args.init_lr, warmup, args.fix_small_batch)
     c.optim.update(dict(name="sgd", lr=recipe["lr"], momentum=0.9, weight_decay=1e-4,
                         wd_mask=".*", schedule=recipe["schedule"],
                         warmup_epochs=recipe["warmup_epochs"], clip_value=0.0))
     c.batch_size = c.eval_batch_size = batch
     c.num_epochs = recipe["epochs"]
     common.set_eval_cadence(c, TRAIN_SIZE // batch)
-    if probe:
+    if args.probe:
         c.analysis.probe_every_steps = 1  # every iteration, as the reference's probes
-    if runlocal:
+    if args.runlocal:
         tiny = (dict(cfg=(32, (32, 2), 32)) if model["name"] == "vgg"
                 else dict(depth=8, width=32))  # 32 channels: GN / EvoNorm-S0 use 32 groups
         common.runlocal(c, tiny)

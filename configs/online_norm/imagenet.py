@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.gne import common
-from configs.gne.imagenet import IMAGENET_TRAIN, imagenet_data
+from configs import common
+from gnj.config_args import Family, Option
 from gnj.optim import scale_lr_and_momentum
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -50,17 +50,16 @@ SEGMENTS = {
 }
 #: Decay everything but the biases outside fc (the reference exempts names with 'bias').
 WD_MASK = r"^fc/|^(?!.*/bias$)"
-OPTIONS = "b<batch>, e<epochs>, runlocal"
-FAMILY = "configs/online_norm/imagenet.py"
+FAMILY = Family(
+    "configs/online_norm/imagenet.py", variants=VARIANTS, default="resnet18,online",
+    options=[Option("batch", int, token="b"), Option("epochs", int, token="e"), common.RUNLOCAL])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "resnet18,online", n_variant=2)
-    if variant not in VARIANTS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    arch, mode = variant.split(",")
+    args = FAMILY.parse(arg)
+    arch, mode = args.parts
     c = common.new_config()
-    imagenet_data(c)
+    common.imagenet_data(c)
     common.apply_model(c, arch, norm=NORM_MODES[mode],
                        weight_init="kaiming_normal(mode='fan_out', gain=1.4142135623730951)",
                        zero_init_residual=False)
@@ -69,20 +68,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         clip_value=0.0))
     c.batch_size = 256
     c.num_epochs = 90.0
-    runlocal = False
-    for opt in options:
-        batch, epochs = common.int_option(opt, "b"), common.int_option(opt, "e")
-        if opt == "runlocal":
-            runlocal = True
-        elif batch is not None:
-            c.batch_size = batch
-            c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, batch, 256)
-        elif epochs is not None:
-            c.num_epochs = float(epochs)
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
-    common.set_eval_cadence(c, IMAGENET_TRAIN // c.batch_size)
+    if args.batch is not None:
+        c.batch_size = args.batch
+        c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, args.batch, 256)
+    if args.epochs is not None:
+        c.num_epochs = float(args.epochs)
+    common.set_eval_cadence(c, common.IMAGENET_TRAIN // c.batch_size)
     c.log_every_steps = 100
-    if runlocal:
+    if args.runlocal:
         common.runlocal(c)
     return c
