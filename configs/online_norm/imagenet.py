@@ -31,7 +31,7 @@ import ml_collections
 
 from configs import common
 from gnj.config_args import Family, Option
-from gnj.optim import scale_lr_and_momentum
+from gnj.proj.online_norm.schedules import scale_lr_and_momentum
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
          "resnext101_32x8d")

@@ -42,7 +42,7 @@ import ml_collections
 
 from configs import common
 from gnj.config_args import Family, Option
-from gnj.optim import scale_lr_and_momentum
+from gnj.proj.online_norm.schedules import scale_lr_and_momentum
 
 NORM_MODES = {
     "batch": "batch",
