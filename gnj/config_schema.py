@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import ml_collections
 
@@ -112,15 +112,29 @@ class Int(Domain):
 
 
 @dataclasses.dataclass(frozen=True)
-class Bool(Domain):
+class OfType(Domain):
+    """Any value of one Python type (subclasses set the class attributes)."""
+
+    KIND: ClassVar[type] = object
+    NAME: ClassVar[str] = "value"
+    DESCRIPTION: ClassVar[str] = "any value"
+    INVALID: ClassVar[tuple[Any, ...]] = ()
+
     def reason(self, value):
-        return None if isinstance(value, bool) else f"not a bool ({type(value).__name__})"
+        if isinstance(value, self.KIND):
+            return None
+        return f"not a {self.NAME} ({type(value).__name__})"
 
     def describe(self):
-        return "True or False"
+        return self.DESCRIPTION
 
     def invalid_examples(self):
-        return [2, "yes", None]
+        return list(self.INVALID)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool(OfType):
+    KIND, NAME, DESCRIPTION, INVALID = bool, "bool", "True or False", (2, "yes", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,17 +152,10 @@ class Choice(Domain):
 
 
 @dataclasses.dataclass(frozen=True)
-class Text(Domain):
+class Text(OfType):
     """Any string (a path, a name, a free label)."""
 
-    def reason(self, value):
-        return None if isinstance(value, str) else f"not a string ({type(value).__name__})"
-
-    def describe(self):
-        return "a string"
-
-    def invalid_examples(self):
-        return [3, None]
+    KIND, NAME, DESCRIPTION, INVALID = str, "string", "a string", (3, None)
 
 
 @dataclasses.dataclass(frozen=True)
