@@ -233,7 +233,7 @@ def case_online_norm(table: Table, args) -> None:
         g, p, sg, sp = alternate(on, loop, max(1, args.repeats // 2), warmup=1)
         table.add(Row(f"online_norm fwd+bwd {shape}", g * 1e3, "torch per-sample loop",
                       p * 1e3, items=shape[0], flops=flops, xla_mem_mb=mem,
-                      note="REFERENCE §5.2 algorithm", samples_gnj=sg, samples_peer=sp))
+                      note="the reference's algorithm", samples_gnj=sg, samples_peer=sp))
         g, p, sg, sp = alternate(on, xla, args.repeats)
         table.add(Row(f"online_norm kernel vs XLA path {shape}", g * 1e3,
                       "gnj XLA path (same run)", p * 1e3, items=shape[0], flops=flops,

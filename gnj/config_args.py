@@ -14,8 +14,10 @@ with :meth:`Family.parse`::
 - The **variant** is the first token, or the first ``n`` tokens when the family's variants are
   ``n``-token names (``"resnet56,batch"``). A family may also accept *patterned* variants
   (``Family(patterns={"mobilenet_v2_w": float})`` accepts ``mobilenet_v2_w1.4``; the value is
-  ``args.pattern_value``). An empty argument is the family's ``default``; when the first token is
-  an option, not a variant, the default variant is used (``runlocal`` = ``<default>,runlocal``).
+  ``args.pattern_value``), and *aliases* of variant tokens (``aliases={"plain": "none"}``:
+  ``vgg10,plain`` is ``vgg10,none``). An empty argument is the family's ``default``; when the
+  first token is an option, not a variant, the default variant is used (``runlocal`` =
+  ``<default>,runlocal``).
 - A **flag** (``Option("digits")``, type ``bool``) is its word; ``off="nowarmup"`` names the word
   that sets it False. A **value** option (``int``, ``float``, ``str`` or :data:`Ints`) is written
   compactly as its token followed by the value (``b64``, ``lr0.5``, ``tc10_20_40``), or as
@@ -153,6 +155,7 @@ class Family:
     options: Sequence[Option]
     default: str
     patterns: Mapping[str, type] = dataclasses.field(default_factory=dict)
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         keys = [o.key for o in self.options]
@@ -190,6 +193,7 @@ class Family:
         """The typed :class:`Args` of ``arg``; ``ValueError`` naming the first bad token."""
         tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
         n = self.variant_tokens
+        tokens[:n] = [self.aliases.get(t, t) for t in tokens[:n]]
         variant = ",".join(tokens[:n])
         known, pattern_value = self._variant(variant)
         if not tokens or (n == 1 and not known and self._option_of(tokens[0]) is not None):

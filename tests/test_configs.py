@@ -106,7 +106,7 @@ def test_gne_catalogue_counts_and_recipe():
 
 
 def _lubana_lr(epoch_float, batch, init_lr, warmup, iters):
-    """Beyond-BatchNorm's LR_Scheduler (REFERENCE.md §2.6), re-derived per iteration."""
+    """Beyond-BatchNorm's LR_Scheduler (docs/proj/beyond_bn.md), re-derived per iteration."""
     base, final = init_lr * 0.1 * 256 / batch, init_lr * 0.01 * 256 / batch
     total_epochs = 60
     warm_epochs = (1 if batch == 16 else 5) if warmup else 0
@@ -143,6 +143,8 @@ def test_beyond_bn_grouping_and_norm_mapping():
     frn = cifar.get_config("resnet56_preact,frn")
     assert frn.model.act == "identity" and frn.optim.warmup_epochs == 5  # FRN uses warm-up
     assert cifar.get_config("vgg10,wn").model.conv == "weight_norm"
+    assert cifar.get_config("vgg10,none").model.norm == "none"  # NORMS "none": no norm
+    assert cifar.get_config("vgg10,plain").to_dict() == cifar.get_config("vgg10,none").to_dict()
     with pytest.raises(ValueError, match="needs norm 'group'"):
         cifar.get_config("vgg10,batch,p0.5")
     c = cifar.get_config("vgg40,batch,cifar10")
@@ -365,7 +367,7 @@ def test_online_norm_epoch_and_depth_options():
 
 
 def _dense_mlp_mass(w: int, d: int, tc: int) -> float:
-    """NN-Mass of a dense MLP (REFERENCE.md §4.2): ρ·w·d, ρ = Σ min(tc, (i+1)w) / Σ (i+1)w."""
+    """NN-Mass of a dense MLP (docs/proj/nn_mass.md): ρ·w·d, ρ = Σ min(tc, (i+1)w) / Σ (i+1)w."""
     pools = [(i + 1) * w for i in range(d - 2)]
     return sum(min(tc, p) for p in pools) / sum(pools) * w * d
 

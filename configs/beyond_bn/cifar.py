@@ -1,4 +1,4 @@
-"""Beyond BatchNorm (Lubana, Dick, Tanaka; REFERENCE.md §2.2–§2.6): every normalizer × every
+"""Beyond BatchNorm (Lubana, Dick, Tanaka; docs/proj/beyond_bn.md): every normalizer × every
 architecture, GroupNorm group-size sweeps and batch-size sweeps, on CIFAR-100 (or CIFAR-10).
 
     python -m gnj.main --config=configs/beyond_bn/cifar.py:resnet56,batch --workdir=runs/bb/r56_bn
@@ -9,11 +9,11 @@ Argument ``<arch>,<norm>[,<option>...]``:
 - arch: ``vgg10`` / ``vgg20`` / ``vgg40`` (``--arch VGG --cfg cfg_10/20/40``), ``resnet56``,
   ``resnet56_preact``, ``resnet56_skipinit``, ``resnet56_preact_skipinit`` (the ResNet-56 of
   the reference: widths 32/64/128, 3×3 projection shortcuts).
-- norm (``--norm_type``): ``plain``, ``batch`` (``BN_self``: running stats keep 0.9, moving mean
-  initialised to 1 [as-written]), ``layer``, ``instance``, ``group`` (``GN_self``: unbiased group
-  variance [as-written]; groups from ``p_grouping``, default 32), ``frn`` (FRN + TLU, one
-  learnable ε per layer;
-  with warm-up, as the README says FRN is trained), ``wn`` (weight-normalised convs + scaled ReLU),
+- norm (``--norm_type``): ``none`` (also ``plain``), ``batch`` (``BN_self``: running stats
+  keep 0.9, moving mean initialised to 1 [as-written]), ``layer``, ``instance``, ``group``
+  (``GN_self``: unbiased group variance [as-written]; groups from ``p_grouping``, default 32),
+  ``frn`` (FRN + TLU, one learnable ε per layer; with warm-up, as the README says FRN is
+  trained), ``wn`` (weight-normalised convs + scaled ReLU),
   ``sws`` (scaled weight standardisation), ``evonorm_s0``, ``evonorm_b0``, ``variance``. The
   reference's ``Mean Centering`` crashes (``MC_self`` is undefined) and has no variant.
 - options: ``p<x>`` (``--p_grouping``: x > 1 groups, x ≤ 1 inverse group size), ``b<B>``
@@ -39,7 +39,7 @@ from configs import common
 from gnj.config_args import Family, Option
 
 SQRT2 = math.sqrt(2.0)
-KAIMING = f"kaiming_normal(gain={SQRT2})"  # every conv: kaiming_normal(fan_in, relu) (§2.3)
+KAIMING = f"kaiming_normal(gain={SQRT2})"  # every conv: kaiming_normal(fan_in, relu)
 ARCHS: dict[str, dict] = {
     "vgg10": dict(name="vgg", cfg="cfg_10"),
     "vgg20": dict(name="vgg", cfg="cfg_20"),
@@ -50,7 +50,7 @@ ARCHS: dict[str, dict] = {
     "resnet56_preact_skipinit": dict(name="resnet56_lubana", preact=True, skipinit=True),
 }
 NORMS: dict[str, tuple[str, str, str]] = {  # --norm_type: (norm, act, conv)
-    "plain": ("none", "relu", "plain"),
+    "none": ("none", "relu", "plain"),  # also ``plain`` (the reference's name)
     "batch": ("batch_lubana", "relu", "plain"),
     "layer": ("layer", "relu", "plain"),
     "instance": ("instance", "relu", "plain"),
@@ -76,6 +76,7 @@ SEGMENTS: dict[str, list[str]] = {
 HALF = (0.5, 0.5, 0.5)  # the reference's mean and std
 FAMILY = Family(
     "configs/beyond_bn/cifar.py", variants=VARIANTS, default="resnet56,batch",
+    aliases={"plain": "none"},
     options=[Option("p_grouping", float, token="p", default=32.0, help="grouping",
                     only=lambda a: a.parts[1] == "group", needs="norm 'group'"),
              Option("batch", int, token="b", default=256),
@@ -87,7 +88,7 @@ TRAIN_SIZE = 50_000
 
 def lr_recipe(batch_size: int, init_lr: float, warmup: bool, fix_small_batch: bool = False
               ) -> dict:
-    """Epochs, base lr, warm-up epochs and the 75/25 split of Beyond-BatchNorm (§2.6)."""
+    """Epochs, base lr, warm-up epochs and the 75/25 split of Beyond-BatchNorm."""
     base = init_lr * 0.1 * 256 / batch_size
     total_for_split = 60.0  # base_epochs = [40, 20]
     epochs = 10.0 if batch_size < 32 else 60.0  # [8, 2] for B < 32

@@ -1,4 +1,4 @@
-"""ConstNet and LeakyNet (Blumenfeld, Gilboa, Soudry; REFERENCE.md §3.2–§3.7): the README's
+"""ConstNet and LeakyNet (Blumenfeld, Gilboa, Soudry; docs/proj/constnet.md): the README's
 five ConstNet runs and the LeakyNet sweep of ``lrnet_experiment.sh``.
 
     python -m gnj.main --config=configs/constnet/wrn.py:constnet --workdir=runs/constnet/vanilla
@@ -130,7 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args.runlocal:
         common.runlocal(c)
     # Weight correlations and Diversity once per epoch (= per evaluation), as the reference logs
-    # them (correlation.py, REFERENCE.md §3.6).
+    # them (its correlation.py; docs/proj/constnet.md).
     c.analysis.correlations_every_steps = c.eval_every_steps
     return c
 

@@ -1,5 +1,5 @@
 """Gradient Norm Equality, CIFAR-10: every run of the reference catalogue (Chen et al.;
-REFERENCE.md §1.3, §1.10), one variant per run, named as the reference's ``--list`` names.
+docs/proj/gne.md), one variant per run, named as the reference's ``--list`` names.
 
     python -m gnj.main --config=configs/gne/cifar.py:orth_tanh --workdir=runs/gne/orth_tanh
     python -m launch.sweep configs/gne/cifar.py --segment initialization --repeats 4 --start 0 \
@@ -57,7 +57,7 @@ def _serial(norm: str, act: str, init: str, conv: str = "plain") -> dict:
 
 
 def _seluv2(gain: float, eps: float) -> tuple[str, str]:
-    """(activation, init suffix) of a SeLUv2 run: γ = gain², fixpoint 1 (§1.7)."""
+    """(activation, init suffix) of a SeLUv2 run: γ = gain², fixpoint 1."""
     return f"seluv2(gamma={gain * gain!r}, fixpoint=1.0, epsilon={eps!r})", f"(gain={gain!r})"
 
 
@@ -121,7 +121,7 @@ def _resnet(norm: str = "batch", conv: str = "plain", fixup_p: float | None = No
             bns: bool = False) -> dict:
     m = dict(name="resnet_cifar", depth=56, width=16, shortcut="A", norm=norm, act="relu",
              conv=conv, bns=bns)
-    if fixup_p is not None:  # gain × L^(−p/(2m)), L = (56 − 2)/2 = 27, m = 2 (§1.6, §1.9)
+    if fixup_p is not None:  # gain × L^(−p/(2m)), L = (56 − 2)/2 = 27, m = 2
         m["weight_init"] = f"fixup(num_layers=27, m=2, variant='cifar', p={fixup_p!r})"
     return m
 

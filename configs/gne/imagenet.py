@@ -1,5 +1,5 @@
 """Gradient Norm Equality, ImageNet: the README's MobileNet and ResNet-50 runs (Chen et al.;
-REFERENCE.md §1.4, §1.10, §1.13). One variant per README command, named by its ``--log``.
+docs/proj/gne.md). One variant per README command, named by its ``--log``.
 
     python -m gnj.main --config=configs/gne/imagenet.py:mobilenet_seluv2_0.03 \
         --workdir=runs/gne_imagenet/mobilenet_seluv2_0.03

@@ -1,4 +1,4 @@
-"""NN-Mass dense CNNs on CIFAR (Bhardwaj et al.; REFERENCE.md §4.2, §4.5, §4.7): ``train_cifar.py``.
+"""NN-Mass dense CNNs on CIFAR (Bhardwaj et al.; docs/proj/nn_mass.md): ``train_cifar.py``.
 
     python -m gnj.main --config=configs/nn_mass/cifar.py:readme --workdir=runs/nn_mass/cnn_readme
         # = train_cifar.py --num_cells=3 --cell_depth=8 --wm=2 --tc1=10 --tc2=20 --tc3=40

@@ -1,4 +1,4 @@
-"""NN-Mass on ImageNet (Bhardwaj et al.; REFERENCE.md §4.6, §4.7): ``train_imagenet.py``.
+"""NN-Mass on ImageNet (Bhardwaj et al.; docs/proj/nn_mass.md): ``train_imagenet.py``.
 
     python -m gnj.main --config=configs/nn_mass/imagenet.py:mobilenet_v2 --workdir=runs/mbv2
         # = imagenet.py -a mobilenetv2 --epochs 150 --lr-decay cos --lr 0.05 --wd 4e-5

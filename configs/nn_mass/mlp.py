@@ -1,4 +1,4 @@
-"""NN-Mass MLPs (Bhardwaj, Li, Marculescu; REFERENCE.md §4.2–§4.4, §4.7): ``train_mlp.py`` and
+"""NN-Mass MLPs (Bhardwaj, Li, Marculescu; docs/proj/nn_mass.md): ``train_mlp.py`` and
 ``ldi.py``.
 
     python -m gnj.main --config=configs/nn_mass/mlp.py:readme --workdir=runs/nn_mass/mlp_d8w8tc10

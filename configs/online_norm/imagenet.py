@@ -1,4 +1,4 @@
-"""Online Normalization on ImageNet (Chiley et al.; REFERENCE.md §5.3–§5.5, §5.7):
+"""Online Normalization on ImageNet (Chiley et al.; docs/proj/online_norm.md):
 ``imagenet_main.py``.
 
     python -m gnj.main --config=configs/online_norm/imagenet.py:resnet18,online --workdir=...
@@ -18,8 +18,9 @@ kaiming fan_out init, SGD lr 0.1 momentum 0.9, 90 epochs, ×0.1 at 30/60/80/90, 
 weight decay 1e-4 except on non-fc biases (norm γ and fc.bias are decayed, as the reference's
 name filter does [as-written]); RandomResizedCrop 224 + flip, resize 256 + centre crop 224.
 
-Published (REFERENCE.md §5.7, ``experiments/ExpReproducibility.md``; ResNet-50, 100 epochs,
-1 run, best epoch): top-1 **76.3 %** online (val loss 0.94) vs **76.4 %** batch (0.97), from
+Published (docs/proj/online_norm.md, the reference's ``experiments/ExpReproducibility.md``;
+ResNet-50, 100 epochs, 1 run, best epoch): top-1 **76.3 %** online (val loss 0.94) vs
+**76.4 %** batch (0.97), from
 
     python -m launch.sweep configs/online_norm/imagenet.py --segment paper --root runs/on_in
     python -m gnj.report runs/on_in      # "best acc" (1 run, so also the median-curve best)

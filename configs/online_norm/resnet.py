@@ -1,4 +1,4 @@
-"""Online Normalization ResNet experiments (Chiley et al.; REFERENCE.md §5.3–5.5).
+"""Online Normalization ResNet experiments (Chiley et al.; docs/proj/online_norm.md).
 
     python -m gnj.main --config=configs/online_norm/resnet.py:cifar10,online --workdir=runs/on_c10
     python -m gnj.main --config=configs/online_norm/resnet.py:digits,online --workdir=runs/on_digits
@@ -14,7 +14,7 @@ crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128
 ``batch_size`` changes apply the reference's rule m′ = m^(B/128), lr′ = lr·(B/128)(1−m′)/(1−m)
 (pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``, which also sets the batch size).
 
-Published (REFERENCE.md §5.7, best epoch of the median curve over 5 runs, ResNet-20, 250
+Published (docs/proj/online_norm.md, best epoch of the median curve over 5 runs, ResNet-20, 250
 epochs; what ``gnj.report`` prints as "median-curve best %"), from
 ``launch.sweep configs/online_norm/resnet.py --segment cifar10|cifar100 --repeats 5``:
 
