@@ -425,3 +425,36 @@ def test_every_family_declares_runlocal_and_accepts_key_value_options(family):
     assert "runlocal" in {o.key for o in mod.FAMILY.options}
     assert mod.get_config(mod.VARIANTS[-1] + ",runlocal=true").to_dict() == mod.get_config(
         mod.VARIANTS[-1] + ",runlocal").to_dict()
+
+
+#: The README's experiment table (and docs/experiments.md), templates filled in: the contract.
+README_ARGS = {
+    "configs.gne.cifar": ["orth_tanh", "dn_orth_seluv2_g2_e3", "km_relu,digits"],
+    "configs.gne.imagenet": ["mobilenet_bn_dense", "mobilenet_seluv2_0.06", "resnet50_baseline",
+                             "resnet50_mixup", "resnet50_smn_mixup_0.2",
+                             "resnet50_l1mn_mixup_0.2", "resnet50_fixup", "resnet50_fixup_ours"],
+    "configs.beyond_bn.cifar": ["resnet56,batch", "vgg20,group,p0.5", "vgg10,plain,b64",
+                                "resnet56_preact_skipinit,group,p8,b64,warmup,probe,cifar10",
+                                "resnet56_skipinit,layer,b128,cifar10", "vgg40,frn,warmup"],
+    "configs.constnet.wrn": ["constnet", "constnet_he", "constnet_deterministic",
+                             "constnet_cuda_dropout", "constnet_dropout",
+                             "leakynet_1_ii11_ii11_ii11", "leakynet_h_hhhh_hhhh_hhhh"],
+    "configs.nn_mass.mlp": ["readme", "ldi", "ldi,d8,w8,tc10", "mnist,d8,w8,tc10,seg2,e1",
+                            "linear,d4,w8,tc20,seg2", "circle,seg4,e2"],
+    "configs.nn_mass.cifar": ["dense_depth", "regular_dense", "readme"],
+    "configs.nn_mass.imagenet": ["mobilenet_v2", "mobilenet_v2_w1.4,i224", "resnet18",
+                                 "wide_resnet101_2"],
+    "configs.online_norm.resnet": ["cifar10,online", "cifar10,batch", "cifar100,online",
+                                   "cifar100,group", "cifar10,online,b32", "digits,online",
+                                   "cifar10,layer,d32"],
+    "configs.online_norm.imagenet": ["resnet18,online", "resnet18,batch",
+                                     "resnet50,online,b32,e100", "resnext50_32x4d,group,b128"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(README_ARGS))
+def test_every_readme_command_builds(family):
+    mod = _family(family)
+    for arg in README_ARGS[family]:
+        for suffix in ("", ",runlocal"):
+            assert mod.get_config(arg + suffix).model.name, arg
