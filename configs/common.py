@@ -17,8 +17,6 @@ from gnj.config_schema import base_config
 
 RUNLOCAL = Option("runlocal")
 IMAGENET_TRAIN = 1_281_167
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet constants
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def new_config() -> ml_collections.ConfigDict:
@@ -36,6 +34,8 @@ def set_eval_cadence(c: ml_collections.ConfigDict, steps_per_epoch: int) -> None
 def imagenet_data(c: ml_collections.ConfigDict) -> None:
     """The torchvision ImageNet pipeline: RandomResizedCrop 224 + flip, val resize 256 and centre
     crop 224, ImageNet mean/std (streamed by ``gnj.data.imagenet``)."""
+    from gnj.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
     c.dataset.name = "imagenet2012"
     c.dataset.mean, c.dataset.std = IMAGENET_MEAN, IMAGENET_STD
     c.dataset.image_size = 224

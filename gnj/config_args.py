@@ -27,7 +27,7 @@ with :meth:`Family.parse`::
 
 Every option not given keeps its declared default (``None`` unless stated: "not given", for
 defaults that depend on the variant). A bad token raises ``ValueError`` naming the token, the
-family, and the valid variants or options. See ``docs/configs.md``.
+family, and the valid variants or options. See ``docs/experiments.md``.
 """
 
 from __future__ import annotations
