@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 FAMILY = Family("configs/default.py", variants=["digits", "cifar10"], default="digits",
-                 options=[Option("runlocal", help="a few seconds on digits")])
+                 options=[Option("runlocal")])  # a few seconds on digits
 VARIANTS = list(FAMILY.variants)
 
 

@@ -83,7 +83,8 @@ class Option:
     ``key``: its name in the parsed result (and in the ``key=value`` form). ``kind``: ``bool``
     (a flag) or the value's type. ``token``: the flag's word or the value's compact prefix
     (default: ``key``). ``off``: a flag's negative word. ``only`` / ``needs``: the variants that
-    accept it, and what they are in words.
+    accept it, and what they are in words. ``metavar``: the value's name in the listing
+    (default: ``key``).
     """
 
     key: str
@@ -93,7 +94,7 @@ class Option:
     off: str = ""
     only: Callable[[Args], bool] | None = None
     needs: str = ""
-    help: str = ""
+    metavar: str = ""
 
     @property
     def word(self) -> str:
@@ -104,8 +105,8 @@ class Option:
         return self.kind is bool
 
     def describe(self) -> str:
-        """How the option is written: ``b<batch>``, ``warmup / nowarmup``, ``digits``."""
-        text = self.word if self.is_flag else f"{self.word}<{self.help or self.key}>"
+        """How the option is written: ``b<batch>``, ``warmup, nowarmup``, ``digits``."""
+        text = self.word if self.is_flag else f"{self.word}<{self.metavar or self.key}>"
         if self.off:
             text += f", {self.off}"
         if self.needs:

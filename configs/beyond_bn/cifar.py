@@ -77,11 +77,11 @@ HALF = (0.5, 0.5, 0.5)  # the reference's mean and std
 FAMILY = Family(
     "configs/beyond_bn/cifar.py", variants=VARIANTS, default="resnet56,batch",
     aliases={"plain": "none"},
-    options=[Option("p_grouping", float, token="p", default=32.0, help="grouping",
+    options=[Option("p_grouping", float, token="p", default=32.0, metavar="grouping",
                     only=lambda a: a.parts[1] == "group", needs="norm 'group'"),
              Option("batch", int, token="b", default=256),
              Option("warmup", off="nowarmup"),
-             Option("init_lr", float, token="lr", default=1.0, help="x"),
+             Option("init_lr", float, token="lr", default=1.0, metavar="x"),
              Option("cifar10"), Option("probe"), Option("fix_small_batch"), common.RUNLOCAL])
 TRAIN_SIZE = 50_000
 

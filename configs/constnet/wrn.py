@@ -82,8 +82,8 @@ def _constnet_run(args) -> bool:
 
 FAMILY = Family(
     "configs/constnet/wrn.py", variants=VARIANTS, default="constnet",
-    options=[common.RUNLOCAL, Option("epochs", int, token="e"), Option("lr", float, help="x"),
-             Option("noise", float, help="scale"), Option("cifar100"),
+    options=[common.RUNLOCAL, Option("epochs", int, token="e"), Option("lr", float, metavar="x"),
+             Option("noise", float, metavar="scale"), Option("cifar100"),
              Option("double_forward", only=_constnet_run, needs="ConstNet runs"),
              Option("fixup"), Option("digits", only=_constnet_run, needs="ConstNet runs")])
 DIGITS_TRAIN, DIGITS_EPOCHS = 1437, 30.0

@@ -38,7 +38,7 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4866, 0.4409), (0.2009, 0.1984, 0.2023)
 FAMILY = Family(
     "configs/nn_mass/cifar.py", variants=VARIANTS, default="dense_depth",
-    options=[Option("cell_depth", int, token="d"), Option("tc", Ints, help="a>_<b>_<c"),
+    options=[Option("cell_depth", int, token="d"), Option("tc", Ints, metavar="a>_<b>_<c"),
              Option("cifar100"), Option("epochs", int, token="e"), Option("bn_train"),
              Option("fix_tc0"), common.RUNLOCAL])
 

@@ -35,7 +35,7 @@ SEGMENTS = {"mobilenet": ["mobilenet_v2"], "resnets": list(RESNETS)}
 FAMILY = Family(
     "configs/nn_mass/imagenet.py", variants=VARIANTS, default="mobilenet_v2",
     patterns={"mobilenet_v2_w": float},
-    options=[Option("input_size", int, token="i", help="input size"),
+    options=[Option("input_size", int, token="i", metavar="input size"),
              Option("epochs", int, token="e"), Option("batch", int, token="b"),
              Option("warmup"), common.RUNLOCAL])
 
