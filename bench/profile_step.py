@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         from xprof.convert import raw_to_tool_data
     except ImportError:
         sys.exit("bench.profile_step needs the xprof package: pip install -e '.[bench]'")
-    from bench.run import gnj_step
+    from bench.steps import gnj_step
     from gnj.models import build
 
     run, _, _, _ = gnj_step(build(MODELS[args.model], 10), (args.batch, 32, 32, 3))

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 from bench.common import HEADER, NAN, Row, Table, alternate, compiled_stats, timed, torch_threads
+from bench.steps import gnj_step
 
 
 def _registered(kind: str, name: str) -> bool:
@@ -50,39 +51,6 @@ def _registered(kind: str, name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- train steps
-
-
-def gnj_step(model, shape: tuple[int, ...], lr: float = 0.1, policy=None):
-    """(run, flops, xla MB, compile + first-step seconds) of gnj's jitted, donated step
-    (``policy``: a ``gnj.precision.Precision``, float32 when None)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    from gnj import precision, train
-
-    policy = policy or precision.FLOAT32
-    tx = optax.sgd(lr, momentum=0.9)
-    state = train.init_state(model, tx, shape[1:], 0, policy)
-    step = jax.jit(train.make_train_step(model, tx, lambda x, k: x, optax.constant_schedule(lr),
-                                         0.0, policy), donate_argnums=0)
-    rng = np.random.default_rng(0)
-    b = {"image": jnp.asarray(rng.normal(size=shape), jnp.float32),
-         "label": jnp.asarray(rng.integers(0, 10, shape[0]), jnp.int32)}
-    jax.block_until_ready((state, b))
-    t0 = time.perf_counter()
-    flops, mem, compiled = compiled_stats(step, state, b)
-    state, m = compiled(state, b)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0
-    holder = {"s": state}
-
-    def run():
-        holder["s"], m = compiled(holder["s"], b)
-        m["train/loss"].block_until_ready()
-
-    return run, flops, mem, compile_s
 
 
 def torch_step(model, shape: tuple[int, ...], channels_last: bool = True) -> Callable:
@@ -265,7 +233,7 @@ def case_online_norm(table: Table, args) -> None:
         g, p, sg, sp = alternate(on, loop, max(1, args.repeats // 2), warmup=1)
         table.add(Row(f"online_norm fwd+bwd {shape}", g * 1e3, "torch per-sample loop",
                       p * 1e3, items=shape[0], flops=flops, xla_mem_mb=mem,
-                      note="REFERENCE §5.2 algorithm", samples_gnj=sg, samples_peer=sp))
+                      note="the reference's algorithm", samples_gnj=sg, samples_peer=sp))
         g, p, sg, sp = alternate(on, xla, args.repeats)
         table.add(Row(f"online_norm kernel vs XLA path {shape}", g * 1e3,
                       "gnj XLA path (same run)", p * 1e3, items=shape[0], flops=flops,
@@ -408,7 +376,7 @@ import json, statistics, sys, time
 from gnj import perf
 perf.apply()
 import jax
-from bench.run import gnj_step
+from bench.steps import gnj_step
 from gnj.models import build
 model = build({"name": "resnet_cifar", "depth": 20, "shortcut": "A", "norm": "batch"}, 10)
 run, flops, mem, compile_s = gnj_step(model, (128, 32, 32, 3))

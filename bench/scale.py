@@ -55,7 +55,7 @@ def _hlo_counts(model, shape: tuple[int, ...], policy) -> tuple[int, int, int, i
 
 def case_precision(table: Table, args) -> None:
     """Default-config train step, bfloat16 compute vs float32, on this machine."""
-    from bench.run import gnj_step
+    from bench.steps import gnj_step
     from configs import default
     from gnj import precision
     from gnj.models import build
@@ -106,7 +106,7 @@ def case_gpu(table: Table, args) -> None:
     """ResNet-20/56 train steps on a GPU, float32 and bfloat16, vs PyTorch CUDA."""
     import jax
 
-    from bench.run import gnj_step
+    from bench.steps import gnj_step
     from gnj import precision
     from gnj.models import build
 

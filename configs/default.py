@@ -3,9 +3,10 @@
     python -m gnj.main --config=configs/default.py --workdir=runs/default
     python -m gnj.main --config=configs/default.py:cifar10 --workdir=runs/cifar10_resnet20
 
-Variants (``:arg``): ``""`` (digits, < 3 min on 2 CPU cores), ``cifar10`` (ResNet-20 on TFDS
-cifar10, the GNE CIFAR recipe: SGD 0.9, wd 5e-4, crop+flip, 130 epochs), ``runlocal`` (a few
-seconds, for smoke tests).
+Variants (``:arg``): ``digits`` (the default, also ``""``: < 3 min on 2 CPU cores), ``cifar10``
+(ResNet-20 on TFDS cifar10: SGD 0.9, wd 5e-4, crop+flip, 130 epochs); option ``runlocal`` (a
+few seconds on digits, for smoke tests): ``configs/default.py:runlocal``,
+``configs/default.py:cifar10,runlocal``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ml_collections
 
 from gnj import config_schema
+from gnj.config_args import Family, Option
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -24,19 +26,15 @@ def base_config() -> ml_collections.ConfigDict:
     return config_schema.base_config()
 
 
+FAMILY = Family("configs/default.py", variants=["digits", "cifar10"], default="digits",
+                 options=[Option("runlocal")])  # a few seconds on digits
+VARIANTS = list(FAMILY.variants)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or ""
+    args = FAMILY.parse(arg)
     c = base_config()
-    if variant == "":
-        return c
-    if variant == "runlocal":
-        c.num_steps = 6
-        c.log_every_steps = 2
-        c.eval_every_steps = 6
-        c.checkpoint_every_steps = 3
-        c.batch_size = 32
-        return c
-    if variant == "cifar10":
+    if args.variant == "cifar10":
         c.dataset.name = "cifar10"
         c.dataset.augment.crop_padding = 4
         c.dataset.augment.flip = True
@@ -49,5 +47,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.log_every_steps = 100
         c.eval_every_steps = 390
         c.checkpoint_every_steps = 390
-        return c
-    raise ValueError(f"configs/default.py has no variant {variant!r}; valid: '', runlocal, cifar10")
+    if args.runlocal:
+        c.dataset.name = "digits"
+        c.dataset.augment.crop_padding = min(c.dataset.augment.crop_padding, 1)
+        c.eval_batch_size = 200
+        c.num_steps = 6
+        c.log_every_steps = 2
+        c.eval_every_steps = 6
+        c.checkpoint_every_steps = 3
+        c.batch_size = 32
+    return c

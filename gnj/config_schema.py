@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import ml_collections
 
@@ -112,15 +112,29 @@ class Int(Domain):
 
 
 @dataclasses.dataclass(frozen=True)
-class Bool(Domain):
+class OfType(Domain):
+    """Any value of one Python type (subclasses set the class attributes)."""
+
+    KIND: ClassVar[type] = object
+    NAME: ClassVar[str] = "value"
+    DESCRIPTION: ClassVar[str] = "any value"
+    INVALID: ClassVar[tuple[Any, ...]] = ()
+
     def reason(self, value):
-        return None if isinstance(value, bool) else f"not a bool ({type(value).__name__})"
+        if isinstance(value, self.KIND):
+            return None
+        return f"not a {self.NAME} ({type(value).__name__})"
 
     def describe(self):
-        return "True or False"
+        return self.DESCRIPTION
 
     def invalid_examples(self):
-        return [2, "yes", None]
+        return list(self.INVALID)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool(OfType):
+    KIND, NAME, DESCRIPTION, INVALID = bool, "bool", "True or False", (2, "yes", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,17 +152,10 @@ class Choice(Domain):
 
 
 @dataclasses.dataclass(frozen=True)
-class Text(Domain):
+class Text(OfType):
     """Any string (a path, a name, a free label)."""
 
-    def reason(self, value):
-        return None if isinstance(value, str) else f"not a string ({type(value).__name__})"
-
-    def describe(self):
-        return "a string"
-
-    def invalid_examples(self):
-        return [3, None]
+    KIND, NAME, DESCRIPTION, INVALID = str, "string", "a string", (3, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +282,18 @@ FIELDS: dict[str, Field] = {
     "seed": Field(0, Int(lo=0, hi=2**32 - 1), "PRNG seed of init, data order and augmentation"),
     "dataset.name": Field("digits", Spec("DATASETS"), "gnj.registry.DATASETS"),
     "dataset.data_dir": Field("", Text(), "TFDS data dir ('' = $TFDS_DATA_DIR)"),
-    "dataset.num_seg": Field(2, _COUNT, "label segments of the NN-Mass synthetic sets"),
+    "dataset.num_seg": Field(2, _COUNT, "label segments of the generated sets whose labels "
+                             "come from a generation index (DatasetSpec.relabel)"),
+    "dataset.mean": Field((), Reals(), "per-channel normalisation mean (() = the dataset's)"),
+    "dataset.std": Field((), Reals(Real(0.0, lo_open=True)),
+                         "per-channel normalisation std (() = the dataset's)"),
+    "dataset.image_size": Field(0, Int(lo=0), "streamed sets: training crop side (0 = 224)"),
+    "dataset.eval_resize": Field(0, Int(lo=0), "streamed sets: eval resize before the centre "
+                                 "crop (0 = 256)"),
+    "dataset.shuffle_buffer": Field(0, Int(lo=0), "streamed sets: shuffle buffer (0 = 16384)"),
+    "dataset.num_train_examples": Field(0, Int(lo=0), "streamed sets: training size when TFDS "
+                                        "has no split metadata (0 = from TFDS)"),
+    "dataset.num_eval_examples": Field(0, Int(lo=0), "streamed sets: eval size (0 = from TFDS)"),
     "dataset.augment.crop_padding": Field(0, Int(lo=0), "random crop after this much padding"),
     "dataset.augment.pad_mode": Field("constant", Choice(("constant", "reflect"))),
     "dataset.augment.flip": Field(False, Bool(), "random horizontal flip"),
@@ -296,6 +314,10 @@ FIELDS: dict[str, Field] = {
     "optim.lr": Field(0.1, _NONNEG, "base learning rate"),
     "optim.momentum": Field(0.9, Real(0.0, 1.0, hi_open=True)),
     "optim.nesterov": Field(False, Bool()),
+    "optim.b1": Field(0.9, Real(0.0, 1.0, hi_open=True), "Adam-family first-moment decay"),
+    "optim.b2": Field(0.999, Real(0.0, 1.0, hi_open=True), "Adam-family second-moment decay"),
+    "optim.eps": Field(1e-8, Real(0.0, lo_open=True), "Adam-family denominator epsilon"),
+    "optim.decoupled_weight_decay": Field(0.0, _NONNEG, "adamw's decoupled decay"),
     "optim.schedule": Field("cosine", Spec("SCHEDULES"), "lr schedule (gnj/optim.py)"),
     "optim.warmup_epochs": Field(0.0, _NONNEG, "linear warm-up from 0 (epochs)"),
     "optim.weight_decay": Field(5e-4, _NONNEG, "L2 added to the gradient"),
@@ -319,7 +341,7 @@ FIELDS: dict[str, Field] = {
                           "a non-finite loss or gradient norm: stop (exit 3) or skip the update"),
     "restore_from": Field("", ExistingPath(),
                           "init params/state from another run's checkpoint (not a resume)"),
-    "pretrained": Field("", ExistingPath(), "a torchvision-format .pth file (gnj/pretrained.py)"),
+    "pretrained": Field("", ExistingPath(), "a torchvision-format .pth file loaded after init"),
     "quiet": Field(False, Bool()),
     "analysis.probe_every_steps": Field(0, _EVERY, "> 0: per-layer probes (analysis/probes.py)"),
     "analysis.probe_max_examples": Field(0, Int(lo=0)),
@@ -337,14 +359,6 @@ FIELDS: dict[str, Field] = {
     "analysis.spectrum_probes": Field(4, _COUNT),
     "analysis.block_spectra": Field(False, Bool()),
     "analysis.elu_derivative": Field("correct", Choice(("correct", "reference"))),
-}
-
-EXTRA_DOMAINS: dict[str, Domain] = {
-    # keys that only some experiment configs add (no default in the base config)
-    "dataset.mean": Reals(),
-    "dataset.std": Reals(Real(0.0, lo_open=True)),
-    "dataset.image_size": _COUNT,
-    "dataset.eval_resize": _COUNT,
 }
 
 RUN_CONTROLS = ("num_steps", "num_epochs", "log_every_steps", "eval_every_steps",
@@ -370,9 +384,7 @@ KEYWORD_DOMAINS: dict[str, Domain] = {
 
 def domain_of(path: str) -> Domain | None:
     """The declared domain of config key ``path`` (dotted), or None if it has none."""
-    if path in FIELDS:
-        return FIELDS[path].domain
-    return EXTRA_DOMAINS.get(path)
+    return FIELDS[path].domain if path in FIELDS else None
 
 
 def base_config() -> ml_collections.ConfigDict:

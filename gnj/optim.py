@@ -5,8 +5,8 @@ Config (``config.optim``)::
     name="sgd" | "momentum" | "nesterov" | "adam" | "adamw" | "radam"
     lr, momentum, nesterov, b1, b2, eps
     schedule="constant" | "multistep(milestones=(80, 120), multiplier=0.1)" | "cosine" |
-             "lubana_split(split=0.75, final_ratio=0.1)" | "wrn(drops=(140, 80, 40), factor=0.2)"
-             (milestones and drops in epochs, converted with the steps per epoch)
+             any other name of gnj.registry.SCHEDULES (milestones in epochs, converted with
+             the steps per epoch)
     warmup_epochs      linear warm-up from 0 to lr over that many epochs (0: none)
     weight_decay       L2 added to the gradient (PyTorch SGD semantics), on params whose
     wd_mask            '/'-joined path matches this regex (``re.search``; "" = none)
@@ -73,26 +73,6 @@ def cosine(base_lr: float, steps_per_epoch: int, total_steps: int,
     """Cosine annealing from base_lr to final_lr over the run (CosineAnnealingLR, η_min)."""
     alpha = final_lr / base_lr if base_lr else 0.0
     return optax.cosine_decay_schedule(base_lr, max(total_steps, 1), alpha)
-
-
-@SCHEDULES.register("lubana_split")
-def lubana_split(base_lr: float, steps_per_epoch: int, total_steps: int,
-                 split: float = 0.75, final_ratio: float = 0.1) -> optax.Schedule:
-    """Beyond-BatchNorm: base lr for ⌊split·T⌋ steps, then base·final_ratio (REFERENCE §2.6)."""
-    return optax.piecewise_constant_schedule(base_lr, {int(split * total_steps): final_ratio})
-
-
-@SCHEDULES.register("wrn")
-def wrn(base_lr: float, steps_per_epoch: int, total_steps: int,
-        drops: tuple[int, ...] = (140, 80, 40), factor: float = 0.2) -> optax.Schedule:
-    """BeyondSigProp: ×factor at epochs E−d for each d in drops (E = total epochs, §3.5)."""
-    epochs = total_steps / max(steps_per_epoch, 1)
-    bounds: dict[int, float] = {}
-    for d in drops:
-        # The reference multiplies when e = epoch+1 ≥ E−d, i.e. from epoch index E−d−1.
-        step = int(round(max(epochs - d - 1, 0) * steps_per_epoch))
-        bounds[step] = bounds.get(step, 1.0) * factor
-    return optax.piecewise_constant_schedule(base_lr, bounds)
 
 
 def build_schedule(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -163,18 +143,3 @@ def build(cfg: Any, steps_per_epoch: int, total_steps: int
     if group and cfg.get("lr_mult", 1.0) != 1.0:
         parts.append(optax.masked(optax.scale(cfg.lr_mult), path_mask(group)))
     return optax.chain(*parts), schedule
-
-
-def scale_lr_and_momentum(lr: float, momentum: float, batch_size: int, base_batch: int
-                          ) -> tuple[float, float]:
-    """Online-Normalization batch rule (REFERENCE §5.5).
-
-    m′ = m^(B/B₀) and lr′ = lr·(B/B₀)·(1−m′)/(1−m).
-    """
-    ratio = batch_size / base_batch
-    m2 = momentum ** ratio
-    if momentum == 0:
-        return lr * ratio, 0.0
-    return lr * ratio * (1 - m2) / (1 - momentum), m2
-
-

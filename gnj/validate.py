@@ -222,7 +222,16 @@ def check(config: Any) -> None:
                           "the run has no steps (num_steps is 0 too)",
                           "valid: num_steps > 0, or num_epochs > 0 with num_steps = 0")
     _check_batch_sizes(flat)
+    _check_normalisation(flat)
     _check_schedule_fits(config)
+
+
+def _check_normalisation(flat: dict[str, Any]) -> None:
+    mean, std = tuple(flat.get("dataset.mean", ())), tuple(flat.get("dataset.std", ()))
+    if len(mean) != len(std):
+        raise ConfigError("config.dataset.std", std,
+                          f"{len(std)} values for the {len(mean)} of dataset.mean",
+                          "valid: as many values as dataset.mean (both () for the dataset's own)")
 
 
 def _check_batch_sizes(flat: dict[str, Any]) -> None:

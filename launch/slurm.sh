@@ -4,7 +4,7 @@
 #
 # Under SLURM (jax.distributed auto-detects the coordinator, process count and id):
 #     sbatch --nodes=4 --ntasks-per-node=1 --gpus-per-node=8 launch/slurm.sh \
-#         --config=configs/gne/imagenet.py:resnet50_baseline --workdir=/shared/runs/r50
+#         --config=configs/gne/imagenet.py:resnet50_baseline --workdir=/scratch/runs/r50
 #     # or inside an allocation: srun --ntasks-per-node=1 launch/slurm.sh --config=... --workdir=...
 #
 # Outside SLURM, start it once per host with the coordinator (process 0's host:port) given:

@@ -6,7 +6,7 @@
         --repeats 5 --root runs/on_c10 --override num_epochs=10 --dry-run
 
 This is the reference's ``cifar10.sh <data> <segment> <gpu> <repeats> <start>`` (GNEDNN
-``exp_list.py``, REFERENCE.md §1.3) for any family: ``--segment`` picks a list from the family's
+``exp_list.py``, docs/proj/gne.md) for any family: ``--segment`` picks a list from the family's
 ``SEGMENTS`` (default: every entry of ``VARIANTS``), ``--variants`` names runs explicitly (options
 included, e.g. ``vgg10,group,p0.5``). Run ``i`` of ``--repeats R --start S`` has repeat index
 ``r = S + i``, workdir ``<root>/<variant>/<r>`` (the reference's ``--log=exp<i+start>``) and

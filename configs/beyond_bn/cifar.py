@@ -1,4 +1,4 @@
-"""Beyond BatchNorm (Lubana, Dick, Tanaka; REFERENCE.md §2.2–§2.6): every normalizer × every
+"""Beyond BatchNorm (Lubana, Dick, Tanaka; docs/proj/beyond_bn.md): every normalizer × every
 architecture, GroupNorm group-size sweeps and batch-size sweeps, on CIFAR-100 (or CIFAR-10).
 
     python -m gnj.main --config=configs/beyond_bn/cifar.py:resnet56,batch --workdir=runs/bb/r56_bn
@@ -9,11 +9,11 @@ Argument ``<arch>,<norm>[,<option>...]``:
 - arch: ``vgg10`` / ``vgg20`` / ``vgg40`` (``--arch VGG --cfg cfg_10/20/40``), ``resnet56``,
   ``resnet56_preact``, ``resnet56_skipinit``, ``resnet56_preact_skipinit`` (the ResNet-56 of
   the reference: widths 32/64/128, 3×3 projection shortcuts).
-- norm (``--norm_type``): ``plain``, ``batch`` (``BN_self``: running stats keep 0.9, moving mean
-  initialised to 1 [as-written]), ``layer``, ``instance``, ``group`` (``GN_self``: unbiased group
-  variance [as-written]; groups from ``p_grouping``, default 32), ``frn`` (FRN + TLU, one
-  learnable ε per layer;
-  with warm-up, as the README says FRN is trained), ``wn`` (weight-normalised convs + scaled ReLU),
+- norm (``--norm_type``): ``none`` (also ``plain``), ``batch`` (``BN_self``: running stats
+  keep 0.9, moving mean initialised to 1 [as-written]), ``layer``, ``instance``, ``group``
+  (``GN_self``: unbiased group variance [as-written]; groups from ``p_grouping``, default 32),
+  ``frn`` (FRN + TLU, one learnable ε per layer; with warm-up, as the README says FRN is
+  trained), ``wn`` (weight-normalised convs + scaled ReLU),
   ``sws`` (scaled weight standardisation), ``evonorm_s0``, ``evonorm_b0``, ``variance``. The
   reference's ``Mean Centering`` crashes (``MC_self`` is undefined) and has no variant.
 - options: ``p<x>`` (``--p_grouping``: x > 1 groups, x ≤ 1 inverse group size), ``b<B>``
@@ -35,10 +35,11 @@ import math
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Option
 
 SQRT2 = math.sqrt(2.0)
-KAIMING = f"kaiming_normal(gain={SQRT2})"  # every conv: kaiming_normal(fan_in, relu) (§2.3)
+KAIMING = f"kaiming_normal(gain={SQRT2})"  # every conv: kaiming_normal(fan_in, relu)
 ARCHS: dict[str, dict] = {
     "vgg10": dict(name="vgg", cfg="cfg_10"),
     "vgg20": dict(name="vgg", cfg="cfg_20"),
@@ -49,7 +50,7 @@ ARCHS: dict[str, dict] = {
     "resnet56_preact_skipinit": dict(name="resnet56_lubana", preact=True, skipinit=True),
 }
 NORMS: dict[str, tuple[str, str, str]] = {  # --norm_type: (norm, act, conv)
-    "plain": ("none", "relu", "plain"),
+    "none": ("none", "relu", "plain"),  # also ``plain`` (the reference's name)
     "batch": ("batch_lubana", "relu", "plain"),
     "layer": ("layer", "relu", "plain"),
     "instance": ("instance", "relu", "plain"),
@@ -72,15 +73,22 @@ SEGMENTS: dict[str, list[str]] = {
     "batch_size": [f"{a},{n},b{b}" for a in ("vgg10", "resnet56")
                    for n in ("batch", "group", "layer", "instance") for b in BATCH_SIZES],
 }
-OPTIONS = ("p<grouping>, b<batch>, warmup, nowarmup, lr<init_lr>, cifar10, probe, "
-           "fix_small_batch, runlocal")
-FAMILY = "configs/beyond_bn/cifar.py"
+HALF = (0.5, 0.5, 0.5)  # the reference's mean and std
+FAMILY = Family(
+    "configs/beyond_bn/cifar.py", variants=VARIANTS, default="resnet56,batch",
+    aliases={"plain": "none"},
+    options=[Option("p_grouping", float, token="p", default=32.0, metavar="grouping",
+                    only=lambda a: a.parts[1] == "group", needs="norm 'group'"),
+             Option("batch", int, token="b", default=256),
+             Option("warmup", off="nowarmup"),
+             Option("init_lr", float, token="lr", default=1.0, metavar="x"),
+             Option("cifar10"), Option("probe"), Option("fix_small_batch"), common.RUNLOCAL])
 TRAIN_SIZE = 50_000
 
 
 def lr_recipe(batch_size: int, init_lr: float, warmup: bool, fix_small_batch: bool = False
               ) -> dict:
-    """Epochs, base lr, warm-up epochs and the 75/25 split of Beyond-BatchNorm (§2.6)."""
+    """Epochs, base lr, warm-up epochs and the 75/25 split of Beyond-BatchNorm."""
     base = init_lr * 0.1 * 256 / batch_size
     total_for_split = 60.0  # base_epochs = [40, 20]
     epochs = 10.0 if batch_size < 32 else 60.0  # [8, 2] for B < 32
@@ -98,56 +106,29 @@ def lr_recipe(batch_size: int, init_lr: float, warmup: bool, fix_small_batch: bo
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "resnet56,batch", n_variant=2)
-    if variant not in VARIANTS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    arch, norm_type = variant.split(",")
-    p, batch, init_lr, dataset = 32.0, 256, 1.0, "cifar100"
-    warmup, probe, fix_small = norm_type == "frn", False, False
-    runlocal = False
-    for opt in options:
-        pv, b, lr = (common.float_option(opt, "p"), common.int_option(opt, "b"),
-                     common.float_option(opt, "lr"))
-        if opt == "runlocal":
-            runlocal = True
-        elif opt in ("warmup", "nowarmup"):
-            warmup = opt == "warmup"
-        elif opt == "cifar10":
-            dataset = "cifar10"
-        elif opt == "probe":
-            probe = True
-        elif opt == "fix_small_batch":
-            fix_small = True
-        elif pv is not None:
-            if norm_type != "group":
-                raise ValueError(f"{FAMILY}: option {opt!r} (p_grouping) needs norm 'group', "
-                                 f"got {norm_type!r}")
-            p = pv
-        elif b is not None:
-            batch = b
-        elif lr is not None:
-            init_lr = lr
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    args = FAMILY.parse(arg)
+    arch, norm_type = args.parts
+    p, batch = args.p_grouping, args.batch
+    warmup = norm_type == "frn" if args.warmup is None else args.warmup
     norm, act, conv = NORMS[norm_type]
     c = common.new_config()
-    c.dataset.name = dataset
+    c.dataset.name = "cifar10" if args.cifar10 else "cifar100"
     c.dataset.augment.update(dict(crop_padding=0, flip=True))
-    c.dataset.mean, c.dataset.std = common.HALF, common.HALF
+    c.dataset.mean, c.dataset.std = HALF, HALF
     model = dict(ARCHS[arch], norm=norm.format(p=p), act=act, conv=conv, weight_init=KAIMING)
     if model["name"] == "resnet56_lubana":
         model.update(stem_init=KAIMING, shortcut_init=KAIMING)
     common.apply_model(c, **model)
-    recipe = lr_recipe(batch, init_lr, warmup, fix_small)
+    recipe = lr_recipe(batch, args.init_lr, warmup, args.fix_small_batch)
     c.optim.update(dict(name="sgd", lr=recipe["lr"], momentum=0.9, weight_decay=1e-4,
                         wd_mask=".*", schedule=recipe["schedule"],
                         warmup_epochs=recipe["warmup_epochs"], clip_value=0.0))
     c.batch_size = c.eval_batch_size = batch
     c.num_epochs = recipe["epochs"]
     common.set_eval_cadence(c, TRAIN_SIZE // batch)
-    if probe:
+    if args.probe:
         c.analysis.probe_every_steps = 1  # every iteration, as the reference's probes
-    if runlocal:
+    if args.runlocal:
         tiny = (dict(cfg=(32, (32, 2), 32)) if model["name"] == "vgg"
                 else dict(depth=8, width=32))  # 32 channels: GN / EvoNorm-S0 use 32 groups
         common.runlocal(c, tiny)

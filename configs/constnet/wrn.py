@@ -1,4 +1,4 @@
-"""ConstNet and LeakyNet (Blumenfeld, Gilboa, Soudry; REFERENCE.md §3.2–§3.7): the README's
+"""ConstNet and LeakyNet (Blumenfeld, Gilboa, Soudry; docs/proj/constnet.md): the README's
 five ConstNet runs and the LeakyNet sweep of ``lrnet_experiment.sh``.
 
     python -m gnj.main --config=configs/constnet/wrn.py:constnet --workdir=runs/constnet/vanilla
@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Option
 
 CUDNN_NOISE = 1e-6
 LEAKYNET_INITS = ("h_hhhh_hhhh_hhhh", "i_iiii_iiii_iiii", "1_iiii_iiii_iiii",
@@ -71,20 +72,30 @@ SEGMENTS = {
                "constnet,digits,noise0.01", "constnet_dropout,digits", "constnet_he,digits"],
 }
 VARIANTS = [*CONSTNET, *LEAKYNET]
-OPTIONS = ("runlocal, e<epochs>, lr<x>, noise<scale>, cifar100, double_forward, fixup, "
-           "digits (ConstNet runs)")
+CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))  # the reference's constants
+CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+
+
+def _constnet_run(args) -> bool:
+    return args.variant in CONSTNET
+
+
+FAMILY = Family(
+    "configs/constnet/wrn.py", variants=VARIANTS, default="constnet",
+    options=[common.RUNLOCAL, Option("epochs", int, token="e"), Option("lr", float, metavar="x"),
+             Option("noise", float, metavar="scale"), Option("cifar100"),
+             Option("double_forward", only=_constnet_run, needs="ConstNet runs"),
+             Option("fixup"), Option("digits", only=_constnet_run, needs="ConstNet runs")])
 DIGITS_TRAIN, DIGITS_EPOCHS = 1437, 30.0
-FAMILY = "configs/constnet/wrn.py"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "constnet")
-    if variant not in VARIANTS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
+    args = FAMILY.parse(arg)
+    variant = args.variant
     c = common.new_config()
     c.dataset.name = "cifar10"
     c.dataset.augment.update(dict(crop_padding=4, pad_mode="reflect", flip=True))
-    c.dataset.mean, c.dataset.std = common.CIFAR_MEAN_CONSTNET, common.CIFAR_STD_CONSTNET
+    c.dataset.mean, c.dataset.std = CIFAR_MEAN, CIFAR_STD
     if variant in CONSTNET:
         common.apply_model(c, "wrn_constnet", depth=16, widen_factor=10, norm="batch",
                            varnet=False, droprate=0.0, dropl1=False, noise_scale=0.0,
@@ -100,37 +111,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         wd_mask=".*", schedule="wrn(drops=(140, 80, 40), factor=0.2)",
                         clip_value=0.0))
     c.batch_size, c.eval_batch_size = 128, 400
-    runlocal, digits, epochs_given = False, False, None
-    for opt in options:
-        epochs, lr, noise = (common.int_option(opt, "e"), common.float_option(opt, "lr"),
-                             common.float_option(opt, "noise"))
-        if opt == "runlocal":
-            runlocal = True
-        elif opt == "cifar100":
-            c.dataset.name = "cifar100"
-        elif opt == "double_forward" and variant in CONSTNET:
-            c.model.double_forward = True
-        elif opt == "fixup":
-            c.model.norm = "none"
-        elif opt == "digits" and variant in CONSTNET:
-            digits = True
-        elif epochs is not None:
-            epochs_given = float(epochs)
-        elif lr is not None:
-            c.optim.lr = lr
-        elif noise is not None:
-            c.model.noise_scale = noise
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    if args.cifar100:
+        c.dataset.name = "cifar100"
+    if args.double_forward:
+        c.model.double_forward = True
+    if args.fixup:
+        c.model.norm = "none"
+    if args.lr is not None:
+        c.optim.lr = args.lr
+    if args.noise is not None:
+        c.model.noise_scale = args.noise
+    epochs_given = None if args.epochs is None else float(args.epochs)
     common.set_eval_cadence(c, 50_000 // c.batch_size)
-    if digits:
+    if args.digits:
         _digits(c, epochs_given)
     elif epochs_given is not None:
         c.num_epochs = epochs_given
-    if runlocal:
+    if args.runlocal:
         common.runlocal(c)
     # Weight correlations and Diversity once per epoch (= per evaluation), as the reference logs
-    # them (correlation.py, REFERENCE.md §3.6).
+    # them (its correlation.py; docs/proj/constnet.md).
     c.analysis.correlations_every_steps = c.eval_every_steps
     return c
 
@@ -143,7 +143,7 @@ def _digits(c: ml_collections.ConfigDict, epochs: float | None) -> None:
     c.dataset.mean, c.dataset.std = (), ()
     c.dataset.augment.update(dict(crop_padding=1, pad_mode="reflect", flip=False))
     c.model.update(dict(depth=10, widen_factor=1))
-    drops = tuple(max(1, round(d * c.num_epochs / reference_epochs)) for d in (140, 80, 40))
+    drops = common.scaled_milestones((140, 80, 40), c.num_epochs, reference_epochs)
     c.optim.schedule = f"wrn(drops={drops!r}, factor=0.2)"
     steps_per_epoch = DIGITS_TRAIN // c.batch_size
     common.set_eval_cadence(c, steps_per_epoch)

@@ -1,5 +1,5 @@
 """Gradient Norm Equality, CIFAR-10: every run of the reference catalogue (Chen et al.;
-REFERENCE.md §1.3, §1.10), one variant per run, named as the reference's ``--list`` names.
+docs/proj/gne.md), one variant per run, named as the reference's ``--list`` names.
 
     python -m gnj.main --config=configs/gne/cifar.py:orth_tanh --workdir=runs/gne/orth_tanh
     python -m launch.sweep configs/gne/cifar.py --segment initialization --repeats 4 --start 0 \
@@ -37,7 +37,8 @@ import math
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Option
 
 SQRT2 = math.sqrt(2.0)
 #: Modules whose parameters GNEDNN decays (names containing 'conv' or 'linear'): convs, the
@@ -56,7 +57,7 @@ def _serial(norm: str, act: str, init: str, conv: str = "plain") -> dict:
 
 
 def _seluv2(gain: float, eps: float) -> tuple[str, str]:
-    """(activation, init suffix) of a SeLUv2 run: γ = gain², fixpoint 1 (§1.7)."""
+    """(activation, init suffix) of a SeLUv2 run: γ = gain², fixpoint 1."""
     return f"seluv2(gamma={gain * gain!r}, fixpoint=1.0, epsilon={eps!r})", f"(gain={gain!r})"
 
 
@@ -120,7 +121,7 @@ def _resnet(norm: str = "batch", conv: str = "plain", fixup_p: float | None = No
             bns: bool = False) -> dict:
     m = dict(name="resnet_cifar", depth=56, width=16, shortcut="A", norm=norm, act="relu",
              conv=conv, bns=bns)
-    if fixup_p is not None:  # gain × L^(−p/(2m)), L = (56 − 2)/2 = 27, m = 2 (§1.6, §1.9)
+    if fixup_p is not None:  # gain × L^(−p/(2m)), L = (56 − 2)/2 = 27, m = 2
         m["weight_init"] = f"fixup(num_layers=27, m=2, variant='cifar', p={fixup_p!r})"
     return m
 
@@ -154,22 +155,25 @@ SEGMENTS: dict[str, list[str]] = {
     "digits_init": ["km_relu", "orth_relu", "dorth_relu"],
 }
 VARIANTS: list[str] = list(RUNS)
-OPTIONS = "runlocal, e<epochs>, full (wn32 at 130 epochs), digits"
 #: Size of the offline digits stand-in (``digits`` option): 1,437 training images.
 DIGITS_TRAIN = 1437
 DIGITS_EPOCHS = 30.0
-FAMILY = "configs/gne/cifar.py"
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)  # the reference's constants (not the dataset's own)
+FAMILY = Family(
+    "configs/gne/cifar.py", variants=VARIANTS, default="bn_relu",
+    options=[common.RUNLOCAL, Option("epochs", int, token="e"),
+             Option("full", only=lambda a: a.variant == "wn32", needs="wn32 at 130 epochs"),
+             Option("digits")])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "bn_relu")
-    if variant not in RUNS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    run = RUNS[variant]
+    args = FAMILY.parse(arg)
+    run = RUNS[args.variant]
     c = common.new_config()
     c.dataset.name = "cifar10"
     c.dataset.augment.update(dict(crop_padding=4, pad_mode="constant", flip=True))
-    c.dataset.mean, c.dataset.std = common.CIFAR10_MEAN, common.CIFAR10_STD_GNE
+    c.dataset.mean, c.dataset.std = CIFAR10_MEAN, CIFAR10_STD
     common.apply_model(c, **run["model"])
     lr = run["lr"]
     if "milestones" in run:
@@ -182,31 +186,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         schedule=f"multistep(milestones={tuple(milestones)!r}, multiplier=0.1)",
                         clip_value=2.0))
     if run["model"].get("bns"):
-        # Fixup scalars (biasN, scale) at lr/10; every group decayed with 1e-4 (§1.9)
+        # Fixup scalars (biasN, scale) at lr/10; every group decayed with 1e-4
         c.optim.update(dict(weight_decay=1e-4, wd_mask=".*", lr_mult_regex=r"(bias\d|scale)$",
                             lr_mult=0.1, wd_mult=1.0))
     c.mixup_alpha = run.get("mixup", 0.0)
     c.batch_size, c.eval_batch_size = 128, 400
-    c.num_epochs = run.get("epochs", 130.0)
+    c.num_epochs = 130.0 if args.full else run.get("epochs", 130.0)
     common.set_eval_cadence(c, 50_000 // c.batch_size)
-    epochs_given, digits, runlocal = None, False, False
-    for opt in options:
-        epochs = common.int_option(opt, "e")
-        if opt == "runlocal":
-            runlocal = True
-        elif opt == "digits":
-            digits = True
-        elif epochs is not None:
-            epochs_given = float(epochs)
-        elif opt == "full" and variant == "wn32":
-            c.num_epochs = 130.0
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
-    if digits:
-        _digits(c, milestones, epochs_given)
-    elif epochs_given is not None:
-        c.num_epochs = epochs_given
-    if runlocal:
+    epochs = None if args.epochs is None else float(args.epochs)
+    if args.digits:
+        _digits(c, milestones, epochs)
+    elif epochs is not None:
+        c.num_epochs = epochs
+    if args.runlocal:
         common.runlocal(c)
     return c
 
@@ -218,7 +210,7 @@ def _digits(c: ml_collections.ConfigDict, milestones: tuple, epochs: float | Non
     c.dataset.name = "digits"
     c.dataset.mean, c.dataset.std = (), ()
     c.dataset.augment.update(dict(crop_padding=1, flip=False))
-    scaled = tuple(max(1, round(m * c.num_epochs / reference_epochs)) for m in milestones)
+    scaled = common.scaled_milestones(milestones, c.num_epochs, reference_epochs)
     c.optim.schedule = f"multistep(milestones={scaled!r}, multiplier=0.1)"
     steps_per_epoch = DIGITS_TRAIN // c.batch_size
     common.set_eval_cadence(c, steps_per_epoch)

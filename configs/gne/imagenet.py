@@ -1,5 +1,5 @@
 """Gradient Norm Equality, ImageNet: the README's MobileNet and ResNet-50 runs (Chen et al.;
-REFERENCE.md §1.4, §1.10, §1.13). One variant per README command, named by its ``--log``.
+docs/proj/gne.md). One variant per README command, named by its ``--log``.
 
     python -m gnj.main --config=configs/gne/imagenet.py:mobilenet_seluv2_0.03 \
         --workdir=runs/gne_imagenet/mobilenet_seluv2_0.03
@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Option
 
-IMAGENET_TRAIN = 1_281_167
 LRELU = "leaky_relu(negative_slope=0.3)"
 SELUV2 = "seluv2(gamma=1.0, fixpoint=1.0, epsilon={eps!r})"
 
@@ -60,35 +60,25 @@ RESNET50: dict[str, dict] = {
 }
 SEGMENTS = {"mobilenet": list(MOBILENET), "resnet50": list(RESNET50)}
 VARIANTS = [*MOBILENET, *RESNET50]
-OPTIONS = "runlocal, e<epochs>, b<batch>, optgain, wd_downsample"
-FAMILY = "configs/gne/imagenet.py"
+FAMILY = Family(
+    "configs/gne/imagenet.py", variants=VARIANTS, default="mobilenet_bn_dense",
+    options=[common.RUNLOCAL, Option("epochs", int, token="e"),
+             Option("batch", int, token="b"), Option("optgain"), Option("wd_downsample")])
 MN_WD_MASK = r"(^|/)conv\d/|^fc/"  # names with 'conv' (or the fc) in the reference
 MN_WD_MASK_ALL = r"(^|/)(conv\d|downsample_conv)/|^fc/"
 
 
-def imagenet_data(c: ml_collections.ConfigDict) -> None:
-    """The torchvision ImageNet pipeline the references share (§1.10, §5.5)."""
-    c.dataset.name = "imagenet2012"
-    c.dataset.mean, c.dataset.std = common.IMAGENET_MEAN, common.IMAGENET_STD
-    c.dataset.image_size = 224
-    c.dataset.eval_resize = 256
-    c.dataset.augment.update(dict(crop_padding=0, flip=True))
-    c.eval_batch_size = 400
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "mobilenet_bn_dense")
-    if variant not in VARIANTS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
+    args = FAMILY.parse(arg)
+    variant = args.variant
     c = common.new_config()
-    imagenet_data(c)
+    common.imagenet_data(c)
     c.num_epochs = 90.0
     c.mixup_alpha = 0.0
-    optgain = "optgain" in options
     if variant in MOBILENET:
         norm, act, init = MOBILENET[variant]
         common.apply_model(c, "mobilenet_v1", dense=True, width=1.0, norm=norm, act=act,
-                           weight_init=init, gain=None if optgain else 1.0)
+                           weight_init=init, gain=None if args.optgain else 1.0)
         c.batch_size = 512
         c.optim.update(dict(lr=0.02, weight_decay=4e-5, wd_mask="kernel$",
                             schedule="multistep(milestones=(60, 75), multiplier=0.1)"))
@@ -100,23 +90,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.update(dict(lr=0.1, weight_decay=1e-4, wd_mask=".*",
                             schedule="multistep(milestones=(30, 60), multiplier=0.1)"))
         if run.get("wd") == "mn":
-            c.optim.wd_mask = MN_WD_MASK_ALL if "wd_downsample" in options else MN_WD_MASK
+            c.optim.wd_mask = MN_WD_MASK_ALL if args.wd_downsample else MN_WD_MASK
         elif run.get("wd") == "fixup":
             c.optim.update(dict(wd_mask="kernel$", lr_mult_regex="bias|scale", lr_mult=0.1,
                                 wd_mult=0.0))
     c.optim.update(dict(name="sgd", momentum=0.9, clip_value=0.0))
-    for opt in options:
-        epochs, batch = common.int_option(opt, "e"), common.int_option(opt, "b")
-        if opt in ("runlocal", "optgain", "wd_downsample"):
-            continue
-        if epochs is not None:
-            c.num_epochs = float(epochs)
-        elif batch is not None:
-            c.batch_size = batch
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
-    common.set_eval_cadence(c, IMAGENET_TRAIN // c.batch_size)
+    if args.epochs is not None:
+        c.num_epochs = float(args.epochs)
+    if args.batch is not None:
+        c.batch_size = args.batch
+    common.set_eval_cadence(c, common.IMAGENET_TRAIN // c.batch_size)
     c.log_every_steps = 100
-    if "runlocal" in options:
+    if args.runlocal:
         common.runlocal(c)
     return c

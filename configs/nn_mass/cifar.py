@@ -1,4 +1,4 @@
-"""NN-Mass dense CNNs on CIFAR (Bhardwaj et al.; REFERENCE.md §4.2, §4.5, §4.7): ``train_cifar.py``.
+"""NN-Mass dense CNNs on CIFAR (Bhardwaj et al.; docs/proj/nn_mass.md): ``train_cifar.py``.
 
     python -m gnj.main --config=configs/nn_mass/cifar.py:readme --workdir=runs/nn_mass/cnn_readme
         # = train_cifar.py --num_cells=3 --cell_depth=8 --wm=2 --tc1=10 --tc2=20 --tc3=40
@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Ints, Option
 
 RUNS: dict[str, dict] = {
     "dense_depth": dict(name="dense_cnn_depthwise", cell_depth=13, tc=(40, 80, 125)),
@@ -33,41 +34,31 @@ RUNS: dict[str, dict] = {
 VARIANTS = list(RUNS)
 SEGMENTS = {"readme": ["readme"], "default": ["dense_depth", "regular_dense"]}
 SEED_KEYS = ("seed",)
-OPTIONS = "d<cell_depth>, tc<a>_<b>_<c>, cifar100, e<epochs>, bn_train, fix_tc0, runlocal"
-FAMILY = "configs/nn_mass/cifar.py"
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4866, 0.4409), (0.2009, 0.1984, 0.2023)
+FAMILY = Family(
+    "configs/nn_mass/cifar.py", variants=VARIANTS, default="dense_depth",
+    options=[Option("cell_depth", int, token="d"), Option("tc", Ints, metavar="a>_<b>_<c"),
+             Option("cifar100"), Option("epochs", int, token="e"), Option("bn_train"),
+             Option("fix_tc0"), common.RUNLOCAL])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "dense_depth")
-    if variant not in RUNS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    run = dict(RUNS[variant])
+    args = FAMILY.parse(arg)
+    run = dict(RUNS[args.variant])
     c = common.new_config()
     c.dataset.name = "cifar10"
-    c.dataset.mean, c.dataset.std = common.CIFAR10_MEAN, common.CIFAR10_STD_GNE
-    bn_eval, tc0_bug, runlocal = True, True, False
-    c.num_epochs = 10.0
-    for opt in options:
-        depth, epochs = common.int_option(opt, "d"), common.int_option(opt, "e")
-        if opt == "runlocal":
-            runlocal = True
-        elif opt == "cifar100":
-            c.dataset.name = "cifar100"
-            c.dataset.mean = common.CIFAR100_MEAN_NN_MASS
-            c.dataset.std = common.CIFAR100_STD_NN_MASS
-            c.dataset.augment.update(dict(crop_padding=4, flip=True))
-        elif opt == "bn_train":
-            bn_eval = False
-        elif opt == "fix_tc0":
-            tc0_bug = False
-        elif opt.startswith("tc") and all(p.isdigit() for p in opt[2:].split("_")):
-            run["tc"] = tuple(int(p) for p in opt[2:].split("_"))
-        elif depth is not None:
-            run["cell_depth"] = depth
-        elif epochs is not None:
-            c.num_epochs = float(epochs)
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    c.dataset.mean, c.dataset.std = CIFAR10_MEAN, CIFAR10_STD
+    c.num_epochs = 10.0 if args.epochs is None else float(args.epochs)
+    if args.cifar100:
+        c.dataset.name = "cifar100"
+        c.dataset.mean, c.dataset.std = CIFAR100_MEAN, CIFAR100_STD
+        c.dataset.augment.update(dict(crop_padding=4, flip=True))
+    if args.tc is not None:
+        run["tc"] = args.tc
+    if args.cell_depth is not None:
+        run["cell_depth"] = args.cell_depth
+    bn_eval, tc0_bug = not args.bn_train, not args.fix_tc0
     common.apply_model(c, run["name"], num_cells=len(run["tc"]), cell_depth=run["cell_depth"],
                        wm=2, tc=tuple(run["tc"]), topology_seed=2, bn_eval_quirk=bn_eval,
                        tc0_bn_bug=tc0_bug)
@@ -75,6 +66,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         schedule="cosine", clip_value=0.0))
     c.batch_size, c.eval_batch_size = 128, 400
     common.set_eval_cadence(c, 50_000 // c.batch_size)
-    if runlocal:
+    if args.runlocal:
         common.runlocal(c)
     return c

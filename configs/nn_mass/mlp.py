@@ -1,4 +1,4 @@
-"""NN-Mass MLPs (Bhardwaj, Li, Marculescu; REFERENCE.md §4.2–§4.4, §4.7): ``train_mlp.py`` and
+"""NN-Mass MLPs (Bhardwaj, Li, Marculescu; docs/proj/nn_mass.md): ``train_mlp.py`` and
 ``ldi.py``.
 
     python -m gnj.main --config=configs/nn_mass/mlp.py:readme --workdir=runs/nn_mass/mlp_d8w8tc10
@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.gne import common
+from configs import common
+from gnj.config_args import Family, Option
 
 RUNS: dict[str, dict] = {
     "mnist": dict(dataset="mnist", depth=4, width=8, tc=20),
@@ -57,35 +58,21 @@ SEGMENTS = {
 }
 #: Config keys the sweep launcher sets to the repeat index (--iter_times: a new topology each).
 SEED_KEYS = ("seed", "model.topology_seed")
-OPTIONS = "d<depth>, w<width>, tc<tc>, seg<num_seg>, e<epochs>, runlocal"
-FAMILY = "configs/nn_mass/mlp.py"
+FAMILY = Family(
+    "configs/nn_mass/mlp.py", variants=VARIANTS, default="mnist",
+    options=[Option("depth", int, token="d"), Option("width", int, token="w"),
+             Option("tc", int), Option("num_seg", int, token="seg"),
+             Option("epochs", int, token="e"), common.RUNLOCAL])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "mnist")
-    if variant not in RUNS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    run = dict(RUNS[variant])
+    args = FAMILY.parse(arg)
+    run = dict(RUNS[args.variant])
+    run.update({k: args.values[k] for k in ("tc", "depth", "width", "epochs")
+                if args.values[k] is not None})
     c = common.new_config()
     c.dataset.name = run["dataset"]
-    c.dataset.num_seg = 2
-    runlocal = False
-    for opt in options:
-        values = {p: common.int_option(opt, p) for p in ("tc", "seg", "d", "w", "e")}
-        if opt == "runlocal":
-            runlocal = True
-        elif values["tc"] is not None:
-            run["tc"] = values["tc"]
-        elif values["seg"] is not None:
-            c.dataset.num_seg = values["seg"]
-        elif values["d"] is not None:
-            run["depth"] = values["d"]
-        elif values["w"] is not None:
-            run["width"] = values["w"]
-        elif values["e"] is not None:
-            run["epochs"] = values["e"]
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
+    c.dataset.num_seg = 2 if args.num_seg is None else args.num_seg
     common.apply_model(c, "dense_mlp", width=run["width"], depth=run["depth"], tc=run["tc"],
                        topology_seed=0, act="elu", weight_init="torch_default",
                        strict_tc=False)  # the reference clamps tc to the link pool
@@ -103,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_epochs = float(run.get("epochs", 1))
     common.set_eval_cadence(c, train_size // c.batch_size)
     c.analysis.num_samples = 100
-    if runlocal:
+    if args.runlocal:
         common.runlocal(c, dict(width=4, depth=min(run["depth"], 4), tc=min(run["tc"], 3)))
         c.analysis.num_samples = 8
     return c

@@ -1,4 +1,4 @@
-"""Online Normalization on ImageNet (Chiley et al.; REFERENCE.md §5.3–§5.5, §5.7):
+"""Online Normalization on ImageNet (Chiley et al.; docs/proj/online_norm.md):
 ``imagenet_main.py``.
 
     python -m gnj.main --config=configs/online_norm/imagenet.py:resnet18,online --workdir=...
@@ -18,8 +18,9 @@ kaiming fan_out init, SGD lr 0.1 momentum 0.9, 90 epochs, ×0.1 at 30/60/80/90, 
 weight decay 1e-4 except on non-fc biases (norm γ and fc.bias are decayed, as the reference's
 name filter does [as-written]); RandomResizedCrop 224 + flip, resize 256 + centre crop 224.
 
-Published (REFERENCE.md §5.7, ``experiments/ExpReproducibility.md``; ResNet-50, 100 epochs,
-1 run, best epoch): top-1 **76.3 %** online (val loss 0.94) vs **76.4 %** batch (0.97), from
+Published (docs/proj/online_norm.md, the reference's ``experiments/ExpReproducibility.md``;
+ResNet-50, 100 epochs, 1 run, best epoch): top-1 **76.3 %** online (val loss 0.94) vs
+**76.4 %** batch (0.97), from
 
     python -m launch.sweep configs/online_norm/imagenet.py --segment paper --root runs/on_in
     python -m gnj.report runs/on_in      # "best acc" (1 run, so also the median-curve best)
@@ -29,9 +30,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.gne import common
-from configs.gne.imagenet import IMAGENET_TRAIN, imagenet_data
-from gnj.optim import scale_lr_and_momentum
+from configs import common
+from gnj.config_args import Family, Option
+from gnj.proj.online_norm.schedules import scale_lr_and_momentum
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
          "resnext101_32x8d")
@@ -50,17 +51,16 @@ SEGMENTS = {
 }
 #: Decay everything but the biases outside fc (the reference exempts names with 'bias').
 WD_MASK = r"^fc/|^(?!.*/bias$)"
-OPTIONS = "b<batch>, e<epochs>, runlocal"
-FAMILY = "configs/online_norm/imagenet.py"
+FAMILY = Family(
+    "configs/online_norm/imagenet.py", variants=VARIANTS, default="resnet18,online",
+    options=[Option("batch", int, token="b"), Option("epochs", int, token="e"), common.RUNLOCAL])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, options = common.split_arg(arg, "resnet18,online", n_variant=2)
-    if variant not in VARIANTS:
-        raise common.unknown_variant(FAMILY, variant, VARIANTS, OPTIONS)
-    arch, mode = variant.split(",")
+    args = FAMILY.parse(arg)
+    arch, mode = args.parts
     c = common.new_config()
-    imagenet_data(c)
+    common.imagenet_data(c)
     common.apply_model(c, arch, norm=NORM_MODES[mode],
                        weight_init="kaiming_normal(mode='fan_out', gain=1.4142135623730951)",
                        zero_init_residual=False)
@@ -69,20 +69,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         clip_value=0.0))
     c.batch_size = 256
     c.num_epochs = 90.0
-    runlocal = False
-    for opt in options:
-        batch, epochs = common.int_option(opt, "b"), common.int_option(opt, "e")
-        if opt == "runlocal":
-            runlocal = True
-        elif batch is not None:
-            c.batch_size = batch
-            c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, batch, 256)
-        elif epochs is not None:
-            c.num_epochs = float(epochs)
-        else:
-            raise common.unknown_option(FAMILY, opt, arg, OPTIONS)
-    common.set_eval_cadence(c, IMAGENET_TRAIN // c.batch_size)
+    if args.batch is not None:
+        c.batch_size = args.batch
+        c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, args.batch, 256)
+    if args.epochs is not None:
+        c.num_epochs = float(args.epochs)
+    common.set_eval_cadence(c, common.IMAGENET_TRAIN // c.batch_size)
     c.log_every_steps = 100
-    if runlocal:
+    if args.runlocal:
         common.runlocal(c)
     return c

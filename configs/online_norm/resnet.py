@@ -1,4 +1,4 @@
-"""Online Normalization ResNet experiments (Chiley et al.; REFERENCE.md §5.3–5.5).
+"""Online Normalization ResNet experiments (Chiley et al.; docs/proj/online_norm.md).
 
     python -m gnj.main --config=configs/online_norm/resnet.py:cifar10,online --workdir=runs/on_c10
     python -m gnj.main --config=configs/online_norm/resnet.py:digits,online --workdir=runs/on_digits
@@ -14,7 +14,7 @@ crop + flip; online decays from the dataset preset (CIFAR-10 1023/1024 & 127/128
 ``batch_size`` changes apply the reference's rule m′ = m^(B/128), lr′ = lr·(B/128)(1−m′)/(1−m)
 (pass ``,b<B>`` in the argument, e.g. ``cifar10,online,b32``, which also sets the batch size).
 
-Published (REFERENCE.md §5.7, best epoch of the median curve over 5 runs, ResNet-20, 250
+Published (docs/proj/online_norm.md, best epoch of the median curve over 5 runs, ResNet-20, 250
 epochs; what ``gnj.report`` prints as "median-curve best %"), from
 ``launch.sweep configs/online_norm/resnet.py --segment cifar10|cifar100 --repeats 5``:
 
@@ -38,8 +38,11 @@ no norm on the offline digits, with ``d8,e20``: ResNet-8, 20 epochs, milestones 
 
 from __future__ import annotations
 
-from configs.gne import common
-from gnj.optim import scale_lr_and_momentum
+import ml_collections
+
+from configs import common
+from gnj.config_args import Family, Option
+from gnj.proj.online_norm.schedules import scale_lr_and_momentum
 
 NORM_MODES = {
     "batch": "batch",
@@ -59,7 +62,10 @@ SEGMENTS = {
     # the offline CPU comparison of the README: Online Normalization vs BatchNorm vs no norm
     "digits": ["digits,online", "digits,batch", "digits,none"],
 }
-OPTIONS = "runlocal, b<batch>, e<epochs>, d<depth>"
+FAMILY = Family(
+    "configs/online_norm/resnet.py", variants=VARIANTS, default="cifar10,online",
+    options=[common.RUNLOCAL, Option("batch", int, token="b"), Option("epochs", int, token="e"),
+             Option("depth", int, token="d")])
 
 
 def norm_spec(mode: str, dataset: str) -> str:
@@ -69,19 +75,15 @@ def norm_spec(mode: str, dataset: str) -> str:
     return NORM_MODES[mode]
 
 
-def get_config(arg: str | None = None):
-    parts = (arg or "cifar10,online").split(",")
-    if len(parts) < 2 or parts[0] not in DATASETS or parts[1] not in (*NORM_MODES, "online"):
-        raise ValueError(f"configs/online_norm/resnet.py: variant {arg!r}; valid: "
-                         f"{', '.join(VARIANTS)} (options after a comma: {OPTIONS})")
-    dataset, mode, extra = parts[0], parts[1], parts[2:]
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = FAMILY.parse(arg)
+    dataset, mode = args.parts
     c = common.new_config()
     c.dataset.name = dataset
     c.model.update(dict(name="resnet_cifar", depth=20, shortcut="B", norm=norm_spec(mode, dataset),
                         act="relu"))
     c.model.weight_init = "kaiming_normal(mode='fan_out', gain=1.4142135623730951)"
-    c.optim.update(dict(lr=0.1, momentum=0.9, weight_decay=2e-4, wd_mask=".*",
-                        schedule="multistep(milestones=(100, 150, 200), multiplier=0.1)"))
+    c.optim.update(dict(lr=0.1, momentum=0.9, weight_decay=2e-4, wd_mask=".*"))
     c.batch_size = 128
     c.num_epochs = 250.0
     milestones = (100, 150, 200)
@@ -92,25 +94,19 @@ def get_config(arg: str | None = None):
         c.dataset.augment.update(dict(crop_padding=4, flip=True))
         c.eval_batch_size = 500
         c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 100, 390, 390
-    for e in extra:
-        if e == "runlocal":
-            c.dataset.name = "digits"
-            c.dataset.augment.update(dict(crop_padding=0, flip=False))
-            c.model.depth, c.model.width = 8, 8
-            c.batch_size, c.eval_batch_size, c.num_steps = 32, 200, 6
-            c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 2, 6, 6
-        elif e.startswith("b") and e[1:].isdigit():
-            b = int(e[1:])
-            c.batch_size = b
-            c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, b, 128)
-        elif e.startswith("e") and e[1:].isdigit():
-            epochs = float(e[1:])
-            milestones = tuple(round(m * epochs / c.num_epochs) for m in milestones)
-            c.num_epochs = epochs
-        elif e.startswith("d") and e[1:].isdigit():
-            c.model.depth = int(e[1:])
-        else:
-            raise ValueError(f"configs/online_norm/resnet.py: unknown option {e!r} in {arg!r}; "
-                             f"valid options: {OPTIONS}")
+    if args.batch is not None:
+        c.batch_size = args.batch
+        c.optim.lr, c.optim.momentum = scale_lr_and_momentum(0.1, 0.9, args.batch, 128)
+    if args.epochs is not None:
+        milestones = common.scaled_milestones(milestones, args.epochs, c.num_epochs, 0)
+        c.num_epochs = float(args.epochs)
+    if args.depth is not None:
+        c.model.depth = args.depth
+    if args.runlocal:  # this family's own shrink: ResNet-8 of width 8, 6 steps on digits
+        c.dataset.name = "digits"
+        c.dataset.augment.update(dict(crop_padding=0, flip=False))
+        c.model.depth, c.model.width = 8, 8
+        c.batch_size, c.eval_batch_size, c.num_steps = 32, 200, 6
+        c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 2, 6, 6
     c.optim.schedule = f"multistep(milestones={milestones!r}, multiplier=0.1)"
     return c

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ class DatasetSpec:
     train_split: str = "train"
     test_split: str = "test"
     is_image: bool = True
+    #: ``relabel(labels, num_seg)``: labels computed at load time from the stored ones (e.g. a
+    #: generation index; ``config.dataset.num_seg``), or None to keep them
+    relabel: Callable[[np.ndarray, int], np.ndarray] | None = None
 
 
 @dataclasses.dataclass
@@ -60,12 +64,6 @@ def _specs() -> None:
 
     _register("digits", DatasetSpec("gnj_digits", 10, (0.3345,), (0.3770,),
                                      builder=builders.GnjDigits))
-    _register("nn_mass_linear", DatasetSpec("nn_mass_linear", 2, image_key="point",
-                                            label_key="index", builder=builders.NnMassLinear,
-                                            is_image=False))
-    _register("nn_mass_circle", DatasetSpec("nn_mass_circle", 2, image_key="point",
-                                            label_key="index", builder=builders.NnMassCircle,
-                                            is_image=False))
     _register("mnist", DatasetSpec("mnist", 10, (0.1307,), (0.3081,)))
     _register("fashion_mnist", DatasetSpec("fashion_mnist", 10, (0.2860,), (0.3530,)))
     _register("cifar10", DatasetSpec("cifar10", 10, (0.4914, 0.4822, 0.4465),
@@ -132,18 +130,15 @@ def _read_split(builder, split: str, spec: DatasetSpec, shard: tuple[int, int] |
 def load(name: str, data_dir: str | None = None, num_seg: int = 2) -> InMemoryData:
     """Load dataset ``name`` into memory (each host loads the whole set; it is small).
 
-    ``num_seg`` sets the labels of the NN-Mass synthetic sets.
+    ``num_seg`` is passed to the spec's ``relabel`` (sets whose labels are computed at load time).
     """
-    from gnj.data.builders import segment_labels
-
     spec: DatasetSpec = DATASETS.get(name)
     data_dir = data_dir or default_data_dir()
     builder = _builder(spec, data_dir)
     train_x, train_y = _read_split(builder, spec.train_split, spec)
     test_x, test_y = _read_split(builder, spec.test_split, spec)
-    if spec.label_key == "index":  # synthetic sets: labels from the generation index
-        train_y = segment_labels(train_y, len(train_y), num_seg)
-        test_y = segment_labels(test_y, len(test_y), num_seg)
+    if spec.relabel is not None:
+        train_y, test_y = spec.relabel(train_y, num_seg), spec.relabel(test_y, num_seg)
     channels = train_x.shape[-1]
     mean = np.asarray(spec.mean or (0.0,) * channels, np.float32)
     std = np.asarray(spec.std or (1.0,) * channels, np.float32)

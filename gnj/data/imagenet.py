@@ -6,11 +6,12 @@ Registered in ``DATASETS`` as factories ``factory(config) -> DataSource``:
   ``tfds build imagenet2012 --manual_dir=...``). Training: torchvision's RandomResizedCrop
   (area 8–100 %, aspect 3/4–4/3, 10 attempts, else the whole image) resized bilinearly to
   ``image_size`` (224) and a random horizontal flip; eval: resize the shorter side to
-  ``eval_resize`` (256) and take the central ``image_size`` square (REFERENCE.md §1.10, §4.7, §5.5).
+  ``eval_resize`` (256) and take the central ``image_size`` square (the torchvision ImageNet
+  recipe).
   Decoding, crops and flips run on the host in tf.data; the device only normalises.
 - ``imagenet_resized/{8x8,16x16,32x32,64x64}``: TFDS ``imagenet_resized`` (labelled, already
   small). Streamed the same way, augmented on the device with ``config.dataset.augment``
-  (pad-crop, flip; e.g. the reflect-pad-4 crop of BeyondSigProp's Imagenet32).
+  (pad-crop, flip; e.g. a reflect-pad-4 crop on 32×32).
 - ``downsampled_imagenet/32x32`` and ``/64x64`` have no labels in TFDS: they raise a ValueError
   pointing at ``imagenet_resized``.
 - ``digits_32x32``: scikit-learn's 8×8 digits upsampled ×4 (nearest) in memory — the offline

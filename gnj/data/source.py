@@ -97,7 +97,7 @@ def dataset_entry(name: str) -> tuple[Any, dict[str, Any]]:
 def in_memory_source(config: Any, data: datasets.InMemoryData) -> InMemorySource:
     """``data`` batched by step for this host, with ``config.dataset``'s augmentation and (if
     set) its own normalisation constants."""
-    if config.dataset.get("mean", ()):  # a config's own normalisation constants (reference's)
+    if config.dataset.get("mean", ()):  # the config's own normalisation constants
         data = dataclasses.replace(data, mean=np.asarray(config.dataset.mean, np.float32),
                                    std=np.asarray(config.dataset.std, np.float32))
     aug_cfg = dict(config.dataset.get("augment", {}) or {})

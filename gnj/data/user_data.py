@@ -112,6 +112,15 @@ def _class_dirs(root: str) -> list[str]:
                   if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
 
 
+def _image_files(root: str, classes: list[str]) -> list[tuple[str, int]]:
+    """:func:`_list_files`, refusing a folder that holds none."""
+    files = _list_files(root, classes)
+    if not files:
+        raise ValueError(f"image_folder: no image files under {root!r}; expected "
+                         f"{root}/<class>/<image> with classes among {classes}")
+    return files
+
+
 def _list_files(root: str, classes: list[str]) -> list[tuple[str, int]]:
     """``(file, label)`` of every non-hidden file under ``root/<class>/`` (label: the class's
     index in ``classes``; missing class folders are skipped), in sorted order."""
@@ -177,10 +186,7 @@ def load_image_folder(path: str, size: int | Sequence[int] | None = None,
     if not classes:
         raise ValueError(f"image_folder: {train_root!r} has no class folders; expected "
                          f"{train_root}/<class>/<image> (or train/ and test/ holding those)")
-    files = _list_files(train_root, classes)
-    if not files:
-        raise ValueError(f"image_folder: no image files under {train_root!r} "
-                         f"(class folders: {classes})")
+    files = _image_files(train_root, classes)
     test_files: list[tuple[str, int]] = []
     if presplit:
         test_root = os.path.join(root, "test")
@@ -188,10 +194,7 @@ def load_image_folder(path: str, size: int | Sequence[int] | None = None,
         if extra:
             raise ValueError(f"image_folder: {test_root!r} has classes {extra} that "
                              f"{train_root!r} lacks; valid classes: {classes}")
-        test_files = _list_files(test_root, classes)
-        if not test_files:
-            raise ValueError(f"image_folder: no image files under {test_root!r}; expected "
-                             f"{test_root}/<class>/<image> with classes among {classes}")
+        test_files = _image_files(test_root, classes)
     all_files = files + test_files
     decoded = [_decode(f) for f, _ in all_files]
     if channels is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from gnj.data import builders, datasets, pipeline
+from gnj.data import datasets, pipeline
 
 
 def test_digits_builder_split_and_values(tfds_dir):
@@ -21,26 +21,6 @@ def test_digits_builder_split_and_values(tfds_dir):
     got = np.concatenate([d.train_x, d.test_x]).reshape(len(raw.target), -1)
     key = lambda x, y: sorted(map(bytes, np.concatenate([x, y[:, None].astype(np.uint8)], 1)))
     assert key(got, np.concatenate([d.train_y, d.test_y])) == key(expected, raw.target)
-
-
-@pytest.mark.parametrize("kind", ["linear", "circle"])
-def test_synthetic_points_lie_in_their_bands(kind):
-    pts = builders.synthetic_points(kind, 1200, seed=0)
-    band = np.repeat(np.arange(120), 10)
-    w = 100 / 120
-    r = pts[:, 0] if kind == "linear" else np.hypot(pts[:, 0], pts[:, 1])
-    if kind == "linear":
-        np.testing.assert_array_equal(pts[:, 0], pts[:, 1])
-    assert np.all(r >= band * w - 1e-4) and np.all(r < (band + 1) * w + 1e-4)
-
-
-def test_segment_labels_alternate_in_generation_order():
-    idx = np.arange(12000)
-    labels = builders.segment_labels(idx, 12000, num_seg=4)
-    expected = np.repeat([0, 1, 0, 1], 3000)
-    np.testing.assert_array_equal(labels, expected)
-    with pytest.raises(ValueError):
-        builders.segment_labels(idx, 12000, 0)
 
 
 def _fake_data(n=50, shape=(4, 4, 1)):
