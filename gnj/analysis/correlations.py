@@ -45,6 +45,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from gnj.state import path_str
+
 MAX_ROWS = 5000
 
 
@@ -110,9 +112,9 @@ def kernels(params: Any) -> dict[str, np.ndarray]:
     """Every parameter leaf called ``kernel`` with ≥ 2 axes, by its layer path ``a/b``."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if keys and keys[-1] == "kernel" and np.ndim(leaf) >= 2:
-            out["/".join(keys[:-1]) or "kernel"] = np.asarray(leaf)
+        layer, _, name = path_str(path).rpartition("/")
+        if name == "kernel" and np.ndim(leaf) >= 2:
+            out[layer or "kernel"] = np.asarray(leaf)
     return out
 
 

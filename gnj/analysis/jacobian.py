@@ -26,7 +26,7 @@ from gnj.analysis import blocks
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
-MATRIX_FREE = ("use the matrix-free estimators instead: gnj.analysis.gne.hutchinson_moments "
+MATRIX_FREE = ("use the matrix-free estimators instead: gnj.analysis.moments.hutchinson_moments "
                "(φ(JJᵀ) and spread) or gnj.analysis.spectrum.slq (spectral density, mean "
                "singular value)")
 

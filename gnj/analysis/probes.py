@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnj.state import BACKWARD_STATE, RNG_STREAMS, TRANSIENT_COLLECTIONS
+from gnj.state import BACKWARD_STATE, TRANSIENT_COLLECTIONS, path_str, stream_rngs
 
 _ACTIVATIONS_MODULE = "gnj.nn.activations"
 
@@ -145,11 +145,6 @@ def _forward(model: nn.Module, params: Any, state: dict[str, Any], eps: dict | N
     return loss, records
 
 
-def stream_rngs(rng: jax.Array) -> dict[str, jax.Array]:
-    """One key per RNG stream a training apply receives (``gnj.state.RNG_STREAMS``)."""
-    return dict(zip(RNG_STREAMS, jax.random.split(rng, len(RNG_STREAMS))))
-
-
 def layer_probes(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array,
                  rngs: dict[str, jax.Array] | None = None, train: bool = True,
                  key_order: list[str] | None = None) -> dict[str, jax.Array]:
@@ -193,8 +188,8 @@ def layer_probes(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Arr
     grads = []
     for path, g in jax.tree_util.tree_flatten_with_path(g_params)[0]:
         if g.ndim >= 2:
-            parts = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-            grads.append((first_call.get("/".join(parts[:-1]), len(calls)), "/".join(parts), g))
+            key = path_str(path)
+            grads.append((first_call.get(key.rpartition("/")[0], len(calls)), key, g))
     for _, key, g in sorted(grads, key=lambda t: t[0]):  # stable: ties keep tree order
         out[f"grad_l2/{key}"] = jnp.sum(jnp.square(g))
     if key_order is not None:
