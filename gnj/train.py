@@ -10,7 +10,7 @@ every non-param collection is model state carried generically (see ``docs/INTERF
 
 - ordinary collections (``batch_stats``, ...) are mutable in the training apply;
 - ``backward_state`` is differentiated, and its cotangent becomes its new value (state written
-  by a layer's backward pass, e.g. Online Normalization's u and v);
+  by a layer's backward pass, e.g. a normaliser's running gradient statistics);
 - ``intermediates`` / ``perturbations`` are transient.
 """
 

@@ -1,6 +1,6 @@
 """Analyses as hooks: every analysis registers by name in ``gnj.registry.ANALYSES``.
 
-Three kinds of entry, told apart by their ``when`` attribute (docs/analysis.md#hooks):
+Four kinds of entry, told apart by their ``when`` attribute (docs/analysis.md#hooks):
 
 - ``"analyze"`` (the default, a plain ``@ANALYSES.register("name")``): ``fn(ctx) -> dict``
   with ``ctx`` an :class:`AnalysisContext`. ``--mode=analyze`` (``gnj.analysis.run``) merges
@@ -11,6 +11,9 @@ Three kinds of entry, told apart by their ``when`` attribute (docs/analysis.md#h
   calls it every that many steps, merging its scalars into the next logged record.
 - ``"sweep"`` (:func:`sweep_hook`): ``fn(root, analyses) -> [paths written]``, given every
   ``analysis.json`` under a sweep's root (``python -m gnj.analysis.plots``).
+- ``"report"`` (:func:`report_columns`): ``fn() -> (Column, ...)``, extra columns of the
+  results table of ``python -m gnj.report`` (the median over a group's repeats of
+  ``column.value(run)``, shown when any group has a finite value).
 
 Analysis settings come from ``config.analysis``; a key the config lacks falls back to the
 declared default (``gnj.config_schema.FIELDS``): :func:`setting`.
@@ -28,7 +31,7 @@ import numpy as np
 from gnj import config_schema
 from gnj.registry import ANALYSES
 
-ANALYZE, TRAIN, SWEEP = "analyze", "train", "sweep"
+ANALYZE, TRAIN, SWEEP, REPORT = "analyze", "train", "sweep", "report"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,7 @@ def setting(config: Any, key: str) -> Any:
 
 
 def when(entry: Callable[..., Any]) -> str:
-    """The kind of a registered entry: ``"analyze"``, ``"train"`` or ``"sweep"``."""
+    """The kind of a registered entry: ``"analyze"``, ``"train"``, ``"sweep"`` or ``"report"``."""
     return getattr(entry, "when", ANALYZE)
 
 
@@ -88,6 +91,33 @@ def sweep_hook(name: str) -> Callable:
         return ANALYSES.register(name)(fn)
 
     return decorator
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of the results table: row ``key`` (results.csv), ``header`` (results.md),
+    ``fmt`` (of a value) and ``value(run) -> float`` of one ``gnj.report.RunResult`` (NaN where
+    the run has none)."""
+
+    key: str
+    header: str
+    fmt: str
+    value: Callable[[Any], float]
+
+
+def report_columns(name: str) -> Callable:
+    """Decorator registering ``fn() -> (Column, ...)`` for ``gnj.report``'s table."""
+
+    def decorator(fn: Callable[[], tuple[Column, ...]]) -> Callable[[], tuple[Column, ...]]:
+        fn.when = REPORT
+        return ANALYSES.register(name)(fn)
+
+    return decorator
+
+
+def registered_columns() -> tuple[Column, ...]:
+    """Every registered report column, by entry name."""
+    return tuple(c for columns in of_kind(REPORT).values() for c in columns())
 
 
 def of_kind(kind: str) -> dict[str, Callable[..., Any]]:

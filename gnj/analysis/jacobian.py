@@ -8,8 +8,7 @@ otherwise, mapped over samples with ``jax.lax.map(batch_size=...)`` (vmapped chu
 :func:`model_jacobians` takes the whole model (input → logits), :func:`block_jacobians` one block
 at its real input (``gnj.analysis.blocks``); both in eval mode. A request whose result would take
 more than ``max_bytes`` (n·in·out·4 bytes) raises a ValueError naming the matrix-free estimator
-to use instead. Everything runs under ``jax.default_matmul_precision("highest")`` (DESIGN.md,
-"Rules of the house").
+to use instead. Everything runs under ``jax.default_matmul_precision("highest")``.
 """
 
 from __future__ import annotations

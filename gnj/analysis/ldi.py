@@ -7,8 +7,8 @@ sample x, the Jacobian
     J = diag(φ′(z_out)) · W · diag(φ′(z_in))
 
 with the factor left out where no φ applies (:class:`Layer`: ``weight``, ``pre_in``,
-``pre_out``); a model supplies its chain (e.g. ``gnj/proj/nn_mass/analysis.py``). φ′ comes from
-the activation spec (:func:`derivative`); ``elu_derivative="reference"`` selects exp(x) for
+``pre_out``); the analysis hook of a model family supplies its chain. φ′ comes from the
+activation spec (:func:`derivative`); ``elu_derivative="reference"`` selects exp(x) for
 x > 0 and 0 otherwise instead of the true ELU derivative (1 for x > 0, α·exp(x) for x ≤ 0), a
 mis-coded derivative some reference results rely on. Singular values come from one batched
 ``jnp.linalg.svd`` per layer over all samples; the std is the unbiased one (divisor n − 1).

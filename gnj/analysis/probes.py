@@ -1,5 +1,5 @@
-"""Per-iteration signal-propagation probes (Lubana et al., REFERENCE.md §2.5) and per-layer
-weight-gradient norms (Chen et al.'s ``grad_l2``, §1.11), without model-specific code.
+"""Per-layer activation and gradient probes of a training step, for any model
+(docs/analysis.md#probes).
 
 Probe points are found by interception (``flax.linen.intercept_methods``): every *conv* (a
 ``flax.linen.Conv`` subclass, or any module with ``kernel_size`` and ``features`` whose output
@@ -8,27 +8,24 @@ from ``gnj.nn.activations``, or one with ``is_activation = True``). Names are mo
 
 After every activation, with a the (N, …, C) output, Mᵢ = vec(aᵢ)/‖vec(aᵢ)‖ and G = MMᵀ:
 
-- ``act_var``: mean over channels of the per-channel variance over all other axes (N, H, W).
-  Unbiased (torch's default ``var``). Named "norm" in the reference but a variance.
-- ``cosine``: mean off-diagonal of G, (Σᵢⱼ Gᵢⱼ − tr G)/(N(N−1)) — the mean cosine similarity
-  of different samples.
-- ``stable_rank``: tr(G)/λ_max(G) (= N/λ_max(G); a sample with an all-zero activation, where
-  the reference divides by zero, counts 0 in tr G here).
+- ``act_var``: mean over channels of the unbiased per-channel variance over all other axes;
+- ``cosine``: mean off-diagonal of G, (Σᵢⱼ Gᵢⱼ − tr G)/(N(N−1)), the mean cosine similarity
+  of different samples;
+- ``stable_rank``: tr(G)/λ_max(G) (a sample with an all-zero activation counts 0 in tr G).
 
 After every conv, with y its output (N, H, W, C):
 
-- ``std``: mean over channels of the unbiased per-channel std over (N, H, W).
+- ``std``: mean over channels of the unbiased per-channel std over (N, H, W);
 - ``grad_norm``: ‖∂L/∂y‖_F over the whole batch, through a zero perturbation added to y.
 
 For every parameter with ≥ 2 axes: ``grad_l2/<param path>`` = ‖∂L/∂W‖²_F.
 
 L is the mean softmax cross-entropy of the logits against the integer labels (no mixup), in
-training mode (batch statistics, RNG streams from the state) like the reference probes, which
-record during training iterations; the model state updated by that pass is discarded.
-:func:`build_probe` gives the hook the training loop calls every
-``config.analysis.probe_every_steps``; its keys are ``probe/<path>/<stat>`` and
-``grad_l2/<param path>``, in forward (depth) order, which ``metrics.jsonl`` keeps and the
-gradient-norm plot (``gnj.analysis.plots``) colours by.
+training mode (batch statistics, RNG streams from the state); the model state updated by that
+pass is discarded. :func:`build_probe` gives the train-time hook (``probes`` in
+``gnj.analysis.core_hooks``, every ``config.analysis.probe_every_steps``); its keys are
+``probe/<path>/<stat>`` and ``grad_l2/<param path>``, in forward (depth) order, which
+``metrics.jsonl`` keeps and the gradient-norm figure (``gnj.analysis.figures``) colours by.
 """
 
 from __future__ import annotations

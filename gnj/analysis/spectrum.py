@@ -1,6 +1,5 @@
 """Matrix-free singular-value spectra of Jacobians: stochastic Lanczos quadrature (SLQ) by
-Golub–Kahan bidiagonalisation (DESIGN.md "Rules of the house"; the spectra behind GNE,
-REFERENCE.md §1, and dynamical isometry, §4.3).
+Golub–Kahan bidiagonalisation (docs/analysis.md#spectrum).
 
 For the per-sample Jacobian J (m × n) let A = J if m ≤ n and A = Jᵀ otherwise, so that the Gram
 G = AAᵀ has the d = min(m, n) squared singular values of J as eigenvalues. From a Rademacher probe

@@ -8,6 +8,8 @@
   as the reference reports them next to it, ``params`` and ``flops`` (``gnj.models.flops``).
 - ``ldi_vs_mass`` (sweep): ``<root>/analysis/ldi_vs_mass.{png,json}``, LDI against NN-Mass over
   the runs whose ``analysis.json`` holds both.
+- ``nn_mass_columns`` (report): NN-Mass, params, FLOPs and LDI (mean σ) columns of
+  ``gnj.report``'s table, from each run's ``analysis.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 
 from gnj.analysis import figures
 from gnj.analysis import ldi as ldi_lib
-from gnj.analysis.hooks import AnalysisContext, sweep_hook
+from gnj.analysis.hooks import AnalysisContext, Column, report_columns, sweep_hook
 from gnj.models import dense_mlp, flops
 from gnj.proj.nn_mass.mass import nn_mass as mass_of
 from gnj.registry import ANALYSES
@@ -92,3 +94,19 @@ def ldi_vs_mass(root: str, analyses: dict[str, dict[str, Any]]) -> list[str]:
     with open(os.path.join(out, "ldi_vs_mass.json"), "w") as f:
         json.dump(pts, f, indent=1)
     return [plot_ldi_vs_mass(pts, os.path.join(out, "ldi_vs_mass.png"))]
+
+
+def _analysis_value(run: Any, *keys: str) -> float:
+    value: Any = run.analysis or {}
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+@report_columns("nn_mass_columns")
+def nn_mass_columns() -> tuple[Column, ...]:
+    return (Column("nn_mass", "NN-Mass", "{:.1f}", lambda r: _analysis_value(r, "nn_mass")),
+            Column("params", "params", "{:,.0f}", lambda r: _analysis_value(r, "params")),
+            Column("flops", "FLOPs", "{:,.0f}", lambda r: _analysis_value(r, "flops")),
+            Column("ldi_mean", "LDI (mean σ)", "{:.4f}",
+                   lambda r: _analysis_value(r, "ldi", "ldi_mean")))

@@ -193,3 +193,17 @@ def test_the_hooks_return_nothing_for_other_models():
     ctx = AnalysisContext(model, model.init(jax.random.PRNGKey(0), images), images,
                           ml_collections.ConfigDict(), np.random.default_rng(0))
     assert analysis.ldi(ctx) == {} and analysis.nn_mass(ctx) == {}
+
+
+def test_report_shows_nn_mass_params_and_flops_columns(tmp_path):
+    from gnj import report
+
+    for rep, (mass, params, flops) in enumerate([(32.0, 104, 193), (32.0, 104, 195)]):
+        wd = tmp_path / "mlp" / str(rep) / "analysis"
+        wd.mkdir(parents=True)
+        (wd / "analysis.json").write_text(json.dumps(
+            {"nn_mass": mass, "params": params, "flops": flops}))
+    rows = {r["run"]: r for r in report.report(str(tmp_path), plots=False)}
+    assert rows["mlp"]["params"] == 104 and rows["mlp"]["flops"] == 194
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert "| NN-Mass | params | FLOPs |" in md and "| 32.0 | 104 | 194 |" in md
