@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from gnj.analysis.hooks import setting
 from gnj.state import path_str
 
 MAX_ROWS = 5000
@@ -162,13 +163,12 @@ def build_hook(config: Any, prefix: str = "corr/"
     and ``config.seed`` seeds the row subsampling. ``analysis.cross_correlation_layers`` (empty:
     none) adds ``corr/cross/<a>~<b>``, on the rows chosen by ``analysis.cross_correlation_forward``.
     """
-    analysis = config.get("analysis", {}) or {}
-    max_rows = int(analysis.get("correlations_max_rows", MAX_ROWS))
+    max_rows = int(setting(config, "correlations_max_rows"))
     seed = int(config.get("seed", 0))
-    cross_layers = analysis.get("cross_correlation_layers", "") or ()
+    cross_layers = setting(config, "cross_correlation_layers") or ()
     if isinstance(cross_layers, str) and cross_layers != "all":
         cross_layers = tuple(n.strip() for n in cross_layers.split(",") if n.strip())
-    cross_forward = bool(analysis.get("cross_correlation_forward", True))
+    cross_forward = bool(setting(config, "cross_correlation_forward"))
 
     def hook(state: Any, batch: dict[str, Any]) -> dict[str, float]:
         del batch

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnj.analysis.hooks import setting
 from gnj.state import BACKWARD_STATE, TRANSIENT_COLLECTIONS, path_str, stream_rngs
 
 _ACTIVATIONS_MODULE = "gnj.nn.activations"
@@ -210,8 +211,7 @@ def build_probe(config: Any, model: nn.Module,
     model inputs; without it, integer images are scaled to [0, 1] (not mean/std-normalised).
     ``config.analysis.probe_max_examples`` (0 = all) caps the examples probed.
     """
-    analysis = config.get("analysis", {}) or {}
-    cap = int(analysis.get("probe_max_examples", 0))
+    cap = int(setting(config, "probe_max_examples"))
     prep = (lambda x: preprocess(x, None)) if preprocess is not None else _default_preprocess
     order: list[str] = []  # filled when ``run`` is traced: keys in depth order
 
