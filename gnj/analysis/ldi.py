@@ -7,11 +7,9 @@ sample x, the Jacobian
     J = diag(φ′(z_out)) · W · diag(φ′(z_in))
 
 with the factor left out where no φ applies (:class:`Layer`: ``weight``, ``pre_in``,
-``pre_out``); the analysis hook of a model family supplies its chain. φ′ comes from the
-activation spec (:func:`derivative`); ``elu_derivative="reference"`` selects exp(x) for
-x > 0 and 0 otherwise instead of the true ELU derivative (1 for x > 0, α·exp(x) for x ≤ 0), a
-mis-coded derivative some reference results rely on. Singular values come from one batched
-``jnp.linalg.svd`` per layer over all samples; the std is the unbiased one (divisor n − 1).
+``pre_out``); the analysis hook of a model family supplies its chain, and φ′ (default: from the
+activation spec, :func:`derivative`). Singular values come from one batched ``jnp.linalg.svd``
+per layer over all samples; the std is the unbiased one (divisor n − 1).
 """
 
 from __future__ import annotations
@@ -24,18 +22,12 @@ import jax.numpy as jnp
 
 from gnj.registry import parse_spec
 
-ELU_DERIVATIVES = ("correct", "reference")
 
-
-def derivative(act: str, elu_derivative: str = "correct") -> Callable[[jax.Array], jax.Array]:
+def derivative(act: str) -> Callable[[jax.Array], jax.Array]:
     """φ′ of activation spec ``act`` (elu, relu, leaky_relu, tanh, identity)."""
-    if elu_derivative not in ELU_DERIVATIVES:
-        raise ValueError(f"LDI: elu_derivative {elu_derivative!r}; valid: correct, reference")
     name, kw = parse_spec(act)
     if name == "elu":
         alpha = float(kw.get("alpha", 1.0))
-        if elu_derivative == "reference":  # the mis-coded derivative, see the docstring
-            return lambda z: jnp.where(z > 0, jnp.exp(z), 0.0)
         return lambda z: jnp.where(z > 0, 1.0, alpha * jnp.exp(z))
     if name == "relu":
         return lambda z: (z > 0).astype(z.dtype)
@@ -125,7 +117,7 @@ def ldi(jacobians: Sequence[jax.Array]) -> dict[str, float]:
     return {"ldi_mean": float(mean), "ldi_std": float(std)}
 
 
-def ldi_of_layers(layers: Sequence[Layer], act: str = "elu", elu_derivative: str = "correct",
-                  num_samples: int | None = None) -> dict[str, float]:
+def ldi_of_layers(layers: Sequence[Layer], act: str = "elu", num_samples: int | None = None
+                  ) -> dict[str, float]:
     """LDI of a generic layer chain with activation spec ``act``."""
-    return ldi(layer_jacobians(layers, derivative(act, elu_derivative), num_samples))
+    return ldi(layer_jacobians(layers, derivative(act), num_samples))

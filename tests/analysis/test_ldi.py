@@ -7,9 +7,6 @@ import pytest
 
 from gnj.analysis import ldi
 
-D_ELU = {"correct": lambda z: np.where(z > 0, 1.0, np.exp(z)),
-         "reference": lambda z: np.where(z > 0, np.exp(z), 0.0)}  # the reference's [bug]
-
 
 def test_ldi_of_one_linear_layer_is_its_mean_singular_value():
     w = np.random.default_rng(0).normal(size=(5, 7))
@@ -20,8 +17,7 @@ def test_ldi_of_one_linear_layer_is_its_mean_singular_value():
     assert got["ldi_std"] == pytest.approx(np.tile(sv, 3).std(ddof=1), rel=1e-12)  # torch .std()
 
 
-@pytest.mark.parametrize("quirk", ["correct", "reference"])
-def test_ldi_of_a_two_layer_elu_chain_matches_numpy(quirk):
+def test_ldi_of_a_two_layer_elu_chain_matches_numpy():
     rng = np.random.default_rng(1)
     w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=4)
     w1, b1 = rng.normal(size=(2, 4)), rng.normal(size=2)
@@ -30,8 +26,8 @@ def test_ldi_of_a_two_layer_elu_chain_matches_numpy(quirk):
         layers = ldi.dense_chain_layers([jnp.asarray(w0), jnp.asarray(w1)],
                                         [jnp.asarray(b0), jnp.asarray(b1)], jnp.asarray(x),
                                         jax.nn.elu)
-        got = ldi.ldi_of_layers(layers, act="elu", elu_derivative=quirk)
-    d = D_ELU[quirk]
+        got = ldi.ldi_of_layers(layers, act="elu")
+    d = lambda z: np.where(z > 0, 1.0, np.exp(z))
     svs = []
     for xi in x:
         z0 = w0 @ xi + b0  # h = elu(z0); logits = w1 h + b1 (no φ after the last layer)
@@ -42,13 +38,10 @@ def test_ldi_of_a_two_layer_elu_chain_matches_numpy(quirk):
     assert got["ldi_std"] == pytest.approx(svs.std(ddof=1), rel=1e-12)
 
 
-def test_the_quirk_differs_from_the_correct_derivative():
+def test_derivatives():
     z = jnp.array([-1.0, 0.5])
     np.testing.assert_allclose(ldi.derivative("elu")(z), [np.exp(-1.0), 1.0], rtol=1e-6)
-    np.testing.assert_allclose(ldi.derivative("elu", "reference")(z), [0.0, np.exp(0.5)],
-                               rtol=1e-6)
-    with pytest.raises(ValueError, match="elu_derivative 'buggy'; valid: correct, reference"):
-        ldi.derivative("elu", "buggy")
+    np.testing.assert_allclose(ldi.derivative("leaky_relu(negative_slope=0.2)")(z), [0.2, 1.0])
     with pytest.raises(ValueError, match="activation 'swish'"):
         ldi.derivative("swish")
 

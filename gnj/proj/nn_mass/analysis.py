@@ -1,9 +1,10 @@
 """The NN-Mass paper's analyses as hooks (``gnj.analysis.hooks``; docs/proj/nn_mass.md#analyses).
 
 - ``ldi`` (analyze, dense MLPs only): layer-wise dynamical isometry of the dense MLP's layer
-  Jacobians (``gnj.analysis.ldi``) at the analysed inputs, with ``analysis.elu_derivative``
-  ("reference" reproduces the reference's ELU derivative, docs/proj/nn_mass.md#ldi). Key
-  ``ldi``: ``{ldi_mean, ldi_std, elu_derivative}``.
+  Jacobians (``gnj.analysis.ldi``) at the analysed inputs. ``analysis.elu_derivative``:
+  "correct" (1 for x > 0, α·exp(x) for x ≤ 0) or "reference", the reference's ELU derivative
+  exp(x) for x > 0 and 0 otherwise, kept to reproduce its LDI values (docs/proj/nn_mass.md#ldi).
+  Key ``ldi``: ``{ldi_mean, ldi_std, elu_derivative}``.
 - ``nn_mass`` (analyze, where NN-Mass is defined: ``gnj.proj.nn_mass.mass``): ``nn_mass`` and,
   as the reference reports them next to it, ``params`` and ``flops`` (``gnj.models.flops``).
 - ``ldi_vs_mass`` (sweep): ``<root>/analysis/ldi_vs_mass.{png,json}``, LDI against NN-Mass over
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -26,7 +28,19 @@ from gnj.analysis import ldi as ldi_lib
 from gnj.analysis.hooks import AnalysisContext, Column, report_columns, sweep_hook
 from gnj.models import dense_mlp, flops
 from gnj.proj.nn_mass.mass import nn_mass as mass_of
-from gnj.registry import ANALYSES
+from gnj.registry import ANALYSES, spec_name
+
+ELU_DERIVATIVES = ("correct", "reference")
+
+
+def derivative(act: str, elu_derivative: str = "correct") -> Callable[[jax.Array], jax.Array]:
+    """φ′ of activation spec ``act``; ``elu_derivative="reference"``: the reference's ELU
+    derivative (see the module docstring)."""
+    if elu_derivative not in ELU_DERIVATIVES:
+        raise ValueError(f"LDI: elu_derivative {elu_derivative!r}; valid: correct, reference")
+    if elu_derivative == "reference" and spec_name(act) == "elu":
+        return lambda z: jnp.where(z > 0, jnp.exp(z), 0.0)
+    return ldi_lib.derivative(act)
 
 
 def dense_mlp_layers(model: dense_mlp.DenseMLP, variables: Any, x: jax.Array
@@ -38,7 +52,7 @@ def dense_mlp_layers(model: dense_mlp.DenseMLP, variables: Any, x: jax.Array
 def dense_mlp_jacobians(model: dense_mlp.DenseMLP, variables: Any, x: jax.Array,
                         elu_derivative: str = "correct") -> list[jax.Array]:
     """Per-sample layer Jacobians (N, out, in) of a ``dense_mlp`` at flat inputs ``x``."""
-    dphi = ldi_lib.derivative(model.act, elu_derivative)
+    dphi = derivative(model.act, elu_derivative)
     return ldi_lib.layer_jacobians(dense_mlp_layers(model, variables, x), dphi, x.shape[0])
 
 

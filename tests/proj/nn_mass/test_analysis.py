@@ -161,6 +161,39 @@ def test_ldi_of_dense_mlp_matches_numpy(quirk):
     np.testing.assert_allclose(got["ldi_std"], np.std(svs, ddof=1), rtol=1e-10)
 
 
+@pytest.mark.parametrize("quirk", ["correct", "reference"])
+def test_ldi_of_a_two_layer_elu_chain_matches_numpy(quirk):
+    rng = np.random.default_rng(1)
+    w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=4)
+    w1, b1 = rng.normal(size=(2, 4)), rng.normal(size=2)
+    x = rng.normal(size=(6, 3))
+    with jax.enable_x64(True):
+        layers = ldi.dense_chain_layers([jnp.asarray(w0), jnp.asarray(w1)],
+                                        [jnp.asarray(b0), jnp.asarray(b1)], jnp.asarray(x),
+                                        jax.nn.elu)
+        got = ldi.ldi(ldi.layer_jacobians(layers, analysis.derivative("elu", quirk)))
+    d = D_ELU[quirk]
+    svs = []
+    for xi in x:
+        z0 = w0 @ xi + b0  # h = elu(z0); logits = w1 h + b1 (no φ after the last layer)
+        svs.append(np.linalg.svd(np.diag(d(z0)) @ w0, compute_uv=False))
+        svs.append(np.linalg.svd(w1, compute_uv=False))
+    svs = np.concatenate(svs)
+    assert got["ldi_mean"] == pytest.approx(svs.mean(), rel=1e-12)
+    assert got["ldi_std"] == pytest.approx(svs.std(ddof=1), rel=1e-12)
+
+
+def test_the_reference_elu_derivative_differs_from_the_correct_one():
+    z = jnp.array([-1.0, 0.5])
+    np.testing.assert_allclose(analysis.derivative("elu")(z), [np.exp(-1.0), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(analysis.derivative("elu", "reference")(z), [0.0, np.exp(0.5)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(analysis.derivative("tanh", "reference")(z), 1 - np.tanh(z) ** 2,
+                               rtol=1e-6)  # only the ELU's
+    with pytest.raises(ValueError, match="elu_derivative 'buggy'; valid: correct, reference"):
+        analysis.derivative("elu", "buggy")
+
+
 def test_ldi_vs_mass_plot_writes_a_png(tmp_path):
     analysis.plot_ldi_vs_mass([{"nn_mass": 20.0, "ldi_mean": 0.9, "ldi_std": 0.2},
                                {"nn_mass": 10.0, "ldi_mean": 0.7, "ldi_std": 0.3}],
