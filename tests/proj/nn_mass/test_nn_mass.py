@@ -1,5 +1,5 @@
-"""NN-Mass (Bhardwaj et al.; REFERENCE.md §4.2) against hand-derived closed forms and the
-reference values of §4.2 (which were recomputed independently of this code)."""
+"""NN-Mass against hand-derived closed forms and the paper's values (docs/proj/nn_mass.md#nn-mass;
+recomputed independently of this code)."""
 
 from fractions import Fraction
 
