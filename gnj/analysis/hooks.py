@@ -30,6 +30,7 @@ import numpy as np
 
 from gnj import config_schema
 from gnj.registry import ANALYSES
+from gnj.validate import ConfigError
 
 ANALYZE, TRAIN, SWEEP, REPORT = "analyze", "train", "sweep", "report"
 
@@ -130,7 +131,7 @@ def selected(config: Any) -> dict[str, Callable[[AnalysisContext], dict[str, Any
     """The analyze hooks ``config.analysis.hooks`` names (empty or absent: all of them).
 
     Raises:
-      ValueError: a name that is not an analyze hook (lists the valid ones).
+      gnj.validate.ConfigError: a name that is not an analyze hook (lists the valid ones).
     """
     available = of_kind(ANALYZE)
     section = config.get("analysis", None) if hasattr(config, "get") else None
@@ -141,8 +142,8 @@ def selected(config: Any) -> dict[str, Callable[[AnalysisContext], dict[str, Any
         return available
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"analysis.hooks: unknown analysis {unknown}; valid: "
-                         f"{', '.join(available)}")
+        raise ConfigError("config.analysis.hooks", names, f"unknown analysis {unknown}",
+                          f"valid: {', '.join(available)}")
     return {n: available[n] for n in names}
 
 
