@@ -285,7 +285,7 @@ def case_gne(table: Table, args) -> None:
     import jax
 
     try:
-        from gnj.analysis import gne
+        from gnj.analysis import moments as gne
     except ImportError as e:
         table.skip("GNE", f"gnj.analysis.gne missing ({e})")
         return

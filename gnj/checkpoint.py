@@ -236,16 +236,6 @@ def manager(workdir: str, save_every: int, keep: int, async_save: bool = True) -
     return Checkpoints(workdir, save_every, keep, async_save)
 
 
-def save(mngr: Checkpoints, step: int, state: Any, force: bool = False) -> bool:
-    return mngr.save(step, state, force=force)
-
-
-def restore_latest(mngr: Checkpoints, target: Any) -> tuple[Any, int] | None:
-    """``(state, step)`` of the newest intact checkpoint, or None. ``target`` gives the
-    structure, dtypes and shardings (concrete arrays or ``jax.ShapeDtypeStruct``s)."""
-    return mngr.restore_latest(target)
-
-
 def restore_variables_into(state: Any, path: str) -> Any:
     """``state`` with params and model state taken from the checkpoint at ``path``.
 

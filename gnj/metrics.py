@@ -14,6 +14,7 @@ one line naming the file and what to do (``docs/reliability.md``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -85,8 +86,15 @@ def truncate_jsonl(path: str, last_step: int) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Every record of a ``metrics.jsonl`` (non-finite stand-ins back as floats); a line that is
+    not JSON (torn by a kill) is skipped."""
+    records = []
     with open(path) as f:
-        return [loads_record(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                with contextlib.suppress(json.JSONDecodeError):
+                    records.append(loads_record(line))
+    return records
 
 
 class MetricWriter:

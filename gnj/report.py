@@ -1,32 +1,29 @@
-"""Results of a sweep: median and range over repeats, as the references report them.
+"""Results of a sweep: median and range over repeats.
 
-    python -m gnj.report runs/gne_init            # prints the table; writes runs/gne_init/report/
+    python -m gnj.report runs/sweep            # prints the table; writes runs/sweep/report/
 
-Collects every run under the directory (a workdir holds ``config.json`` and ``metrics.jsonl``).
-Runs laid out by ``launch.sweep`` (``<root>/<variant>/<repeat>``) are grouped by variant; any
-other workdir is its own group. Per group:
+Collects every run under the directory (``gnj.workdir.find_workdirs``: a workdir holds
+``config.json`` and ``metrics.jsonl``, or only ``analysis/analysis.json`` for an analysed
+initialisation). Runs laid out by ``launch.sweep`` (``<root>/<variant>/<repeat>``) are grouped by
+variant; any other workdir is its own group. Per group:
 
-- **best** eval accuracy of each run (its best evaluation, the references' best-epoch figure)
-  and **final** eval accuracy (its last evaluation): median and [min, max] over repeats;
-- **median-curve best**: the maximum over evaluation steps of the per-step median across repeats
-  (Online Normalization's "best epoch on the median curve", REFERENCE.md §5.7);
+- **best** eval accuracy of each run (its best evaluation) and **final** eval accuracy (its last
+  evaluation): median and [min, max] over repeats;
+- **median-curve best**: the maximum over evaluation steps of the per-step median across repeats;
 - final eval loss (median), completed steps, number of repeats;
-- where the runs logged them, signal-propagation columns (median over repeats):
-  **gradient-norm spread** from the per-layer probes' ``grad_l2/<param>`` = ‖∂L/∂W‖²
-  (``config.analysis.probe_every_steps``): max/min over layers of ‖∂L/∂W‖ at the first and at
-  the last probe (1 = gradient norm equality; every kernel with ≥ 2 axes counts, stem and
-  classifier included); **weight correlations** from ``corr/<layer>/forward`` = −log|ρ| (ConstNet,
-  ``gnj.analysis.correlations``): the smallest and the largest −log|ρ_forward| over layers at
-  the last record (0 = that layer's filters are identical, so every channel of its output is the
-  same; both 0 = the whole net is still symmetric) and ``corr/diversity``; **NN-Mass and LDI**
-  from ``<workdir>/analysis/analysis.json`` (``--mode=analyze``, e.g. ``launch.sweep --mode
-  analyze``): ``nn_mass``, ``params``, ``flops`` (as the NN-Mass reference counts them,
-  ``gnj.models.flops``), ``ldi_mean``. A workdir with only ``analysis/analysis.json`` (analysis
-  of an initialisation) is a run too.
+- where the runs logged them (median over repeats): **gradient-norm spread** from the train-time
+  probes' ``grad_l2/<param>`` = ‖∂L/∂W‖², max/min over layers of ‖∂L/∂W‖ at the first and at the
+  last probe (1 = equal gradient norms; every kernel with ≥ 2 axes counts); **weight
+  correlations** from ``corr/<layer>/forward`` = −log|ρ| (``gnj.analysis.correlations``), the
+  smallest and the largest over layers at the last record (0 = that layer's filters are
+  identical), and ``corr/diversity``;
+- the columns registered by analysis hooks of kind ``report`` (``gnj.analysis.hooks``), e.g. a
+  paper's values from ``analysis/analysis.json``.
 
-Writes ``report/results.md`` and ``report/results.csv`` (one row per group) and PNG curves
-``report/curves.png`` (median eval accuracy and train loss against step, one line per group, the
-repeats' range shaded).
+A column is shown in ``results.md`` when any group has a finite value. Writes
+``report/results.md`` and ``report/results.csv`` (one row per group) and PNG curves
+``report/curves.png`` (median eval accuracy and train loss against step, one line per group,
+the repeats' range shaded). See docs/analysis.md#report.
 """
 
 from __future__ import annotations
@@ -44,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from gnj import metrics
+from gnj.workdir import find_workdirs
 
 ACC, LOSS, TRAIN_LOSS = "eval/accuracy", "eval/loss", "train/loss"
 
@@ -81,11 +79,6 @@ class RunResult:
         return (min(fwd) if fwd else math.nan, max(fwd) if fwd else math.nan,
                 float(div) if isinstance(div, (int, float)) else math.nan)
 
-    def analysis_value(self, key: str) -> float:
-        a = self.analysis or {}
-        v = (a.get("ldi") or {}).get(key) if key.startswith("ldi") else a.get(key)
-        return float(v) if isinstance(v, (int, float)) else math.nan
-
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         pts = [(r["step"], r[key]) for r in self.records if key in r and _finite(r[key])]
         if not pts:
@@ -119,6 +112,7 @@ class Group:
     runs: list[RunResult]
 
     def stats(self) -> dict[str, Any]:
+        """The group's row of the table (see the module docstring)."""
         best = np.array([r.best for r in self.runs])
         final = np.array([r.final for r in self.runs])
         spreads = np.array([r.grad_spread() for r in self.runs], float).reshape(-1, 2)
@@ -129,11 +123,10 @@ class Group:
             "corr_forward_min": _nanmedian(corr[:, 0]),
             "corr_forward_max": _nanmedian(corr[:, 1]),
             "diversity": _nanmedian(corr[:, 2]),
-            "nn_mass": _nanmedian(np.array([r.analysis_value("nn_mass") for r in self.runs])),
-            "params": _nanmedian(np.array([r.analysis_value("params") for r in self.runs])),
-            "flops": _nanmedian(np.array([r.analysis_value("flops") for r in self.runs])),
-            "ldi_mean": _nanmedian(np.array([r.analysis_value("ldi_mean") for r in self.runs])),
         }
+        for column in hook_columns():
+            extra[column.key] = _nanmedian(np.array([_number(column.value(r))
+                                                     for r in self.runs], float))
         return {
             "run": self.name, "n": len(self.runs),
             "best_median": _nanmedian(best), "best_min": _nanmin(best),
@@ -155,6 +148,17 @@ def grad_norm_spread(record: dict[str, Any]) -> float:
         return math.nan
     lo = min(norms)
     return math.inf if lo == 0 else max(norms) / lo
+
+
+def hook_columns() -> tuple[Any, ...]:
+    """The report columns registered by analysis hooks (``gnj.analysis.hooks.Column``)."""
+    from gnj.analysis import hooks  # imports JAX: only when a table is made
+
+    return hooks.registered_columns()
+
+
+def _number(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
 def _finite(v: Any) -> bool:
@@ -214,23 +218,14 @@ def read_run(workdir: str) -> RunResult | None:
     if trained:
         with open(cfg_path) as f:
             config = json.load(f)
-        with open(metrics_path) as f:
-            for line in f:
-                try:
-                    records.append(metrics.loads_record(line))
-                except json.JSONDecodeError:
-                    continue  # a line torn by a kill
+        records = metrics.read_jsonl(metrics_path)
     return RunResult(workdir, records, config, analysis)
 
 
 def collect(root: str) -> list[Group]:
     """Every run under ``root``, grouped by variant (``<variant>/<repeat>`` layout)."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"report: no directory {root!r}")
     groups: dict[str, list[RunResult]] = {}
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("checkpoints", "tensorboard",
-                                                              "report", "analysis"))
+    for dirpath in find_workdirs(root):
         run = read_run(dirpath)
         if run is None:
             continue
@@ -258,10 +253,6 @@ EXTRA_COLUMNS = (
     ("corr_forward_min", "min −log|ρ_fwd| over layers", "{:.3g}"),
     ("corr_forward_max", "max −log|ρ_fwd|", "{:.3g}"),
     ("diversity", "diversity", "{:.3g}"),
-    ("nn_mass", "NN-Mass", "{:.1f}"),
-    ("params", "params", "{:,.0f}"),
-    ("flops", "FLOPs", "{:,.0f}"),
-    ("ldi_mean", "LDI (mean σ)", "{:.4f}"),
 )
 
 
@@ -278,7 +269,8 @@ def _has(rows: Sequence[dict[str, Any]], key: str) -> bool:
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    extra = [c for c in EXTRA_COLUMNS if _has(rows, c[0])]
+    columns = EXTRA_COLUMNS + tuple((c.key, c.header, c.fmt) for c in hook_columns())
+    extra = [c for c in columns if _has(rows, c[0])]
     lines = ["| run | n | best acc % median [min–max] | final acc % median [min–max] | "
              "median-curve best % | final eval loss | steps |"
              + "".join(f" {h} |" for _, h, _ in extra),

@@ -17,6 +17,16 @@ RNG_STREAMS = ("dropout", "noise")
 """RNG streams every training apply receives."""
 
 
+def stream_rngs(key: jax.Array) -> dict[str, jax.Array]:
+    """One key per RNG stream of :data:`RNG_STREAMS`, split from ``key``."""
+    return dict(zip(RNG_STREAMS, jax.random.split(key, len(RNG_STREAMS))))
+
+
+def path_str(path: tuple) -> str:
+    """'/'-joined names of a pytree key path (``params/stage1_block0/conv1/kernel``)."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
 @flax.struct.dataclass
 class TrainState:
     """step · params · model_state (every non-param collection) · opt_state · rng."""

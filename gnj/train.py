@@ -10,7 +10,7 @@ every non-param collection is model state carried generically (see ``docs/INTERF
 
 - ordinary collections (``batch_stats``, ...) are mutable in the training apply;
 - ``backward_state`` is differentiated, and its cotangent becomes its new value (state written
-  by a layer's backward pass, e.g. Online Normalization's u and v);
+  by a layer's backward pass, e.g. a normaliser's running gradient statistics);
 - ``intermediates`` / ``perturbations`` are transient.
 """
 
@@ -33,7 +33,8 @@ from gnj import checkpoint, interrupts, models, optim, precision, sharding, vali
 from gnj import data as data_lib
 from gnj import workdir as workdir_lib
 from gnj.metrics import MetricWriter
-from gnj.state import BACKWARD_STATE, RNG_STREAMS, TrainState, split_variables
+from gnj.registry import ANALYSES
+from gnj.state import BACKWARD_STATE, TrainState, split_variables, stream_rngs
 
 Batch = dict[str, jax.Array]
 
@@ -60,10 +61,6 @@ def mixup(x: jax.Array, labels: jax.Array, key: jax.Array, alpha: float):
 
 
 # ----------------------------------------------------------------------------- steps
-
-
-def _rngs(key: jax.Array) -> dict[str, jax.Array]:
-    return dict(zip(RNG_STREAMS, jax.random.split(key, len(RNG_STREAMS))))
 
 
 def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable,
@@ -97,7 +94,7 @@ def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callabl
             if backward_state:
                 variables[BACKWARD_STATE] = backward_state
             logits, new_state = model.apply(variables, x, train=True, mutable=list(carried),
-                                            rngs=_rngs(model_key))
+                                            rngs=stream_rngs(model_key))
             ce = lam * cross_entropy(logits, labels_a) + (1 - lam) * cross_entropy(logits, labels_b)
             return jnp.mean(ce), (logits, new_state)
 
@@ -156,7 +153,7 @@ def init_state(model, tx, input_shape: tuple[int, ...], seed: int,
     Floating variables are stored in ``policy.param_dtype``, and so is the optimizer state."""
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    variables = model.init({"params": init_key, **_rngs(init_key)}, dummy, train=False)
+    variables = model.init({"params": init_key, **stream_rngs(init_key)}, dummy, train=False)
     params, model_state = policy.store(split_variables(variables))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params), rng=train_key)
@@ -179,20 +176,21 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
                               writer=jax.process_index() == 0)
 
 
-def _build_hooks(config, model, preprocess) -> list[tuple[int, Callable]]:
-    """Periodic analysis hooks ``(every_steps, fn(state, batch) -> scalars)`` from the config."""
+def train_time_analyses(config: ml_collections.ConfigDict, model, preprocess: Callable
+                        ) -> list[tuple[int, Callable]]:
+    """``(every_steps, hook(state, batch) -> scalars)`` of every train-time analysis the config
+    switches on: each ``ANALYSES`` entry whose ``when`` is ``"train"`` names, in ``every``, the
+    ``config.analysis`` key of its period (0 = off) and is built as
+    ``entry(config, model, preprocess)`` (``gnj/analysis/hooks.py``)."""
     analysis = config.get("analysis", {}) or {}
     hooks: list[tuple[int, Callable]] = []
-    every = int(analysis.get("probe_every_steps", 0))
-    if every > 0:
-        from gnj.analysis import probes
-
-        hooks.append((every, probes.build_probe(config, model, preprocess)))
-    every = int(analysis.get("correlations_every_steps", 0))
-    if every > 0:  # ConstNet weight correlations and Diversity (gnj/analysis/correlations.py)
-        from gnj.analysis import correlations
-
-        hooks.append((every, correlations.build_hook(config)))
+    for name in ANALYSES.names():
+        entry = ANALYSES.get(name)
+        if getattr(entry, "when", None) != "train":
+            continue
+        every = int(analysis.get(entry.every, 0))
+        if every > 0:
+            hooks.append((every, entry(config, model, preprocess)))
     return hooks
 
 
@@ -358,7 +356,7 @@ def _train(exp: Experiment, workdir: str) -> dict[str, float]:
         state = checkpoint.restore_variables_into(state, config.restore_from)
         print(f"initialised from checkpoint {config.restore_from}", flush=True)
     step_fn, evaluate = exp.accumulating_step, exp.evaluate
-    hooks = _build_hooks(config, exp.model, source.preprocess)
+    hooks = train_time_analyses(config, exp.model, source.preprocess)
     writer = MetricWriter(workdir, start, steps, quiet=config.get("quiet", False))
     skip = config.get("on_nonfinite", "stop") == "skip"
 

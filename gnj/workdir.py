@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -105,6 +106,35 @@ def lock(workdir: str, shared: bool = False) -> Iterator[None]:
         if (_read_lock(path) or {}).get("pid") == me["pid"]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+
+
+# ----------------------------------------------------------------------------- finding runs
+
+RUN_FILES = (CONFIG_FILE, "metrics.jsonl", os.path.join("analysis", "analysis.json"))
+"""A directory holding any of these is a workdir."""
+_NOT_RUNS = ("checkpoints", "tensorboard", "report", "analysis")
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key reading digit runs as numbers (``block2`` before ``block10``)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def find_workdirs(root: str) -> list[str]:
+    """Every workdir under ``root`` (itself included), in natural order; a workdir's own
+    subdirectories (checkpoints, tensorboard, report, analysis) are not searched.
+
+    Raises:
+      FileNotFoundError: ``root`` is not a directory.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no directory {root!r}")
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted((d for d in dirnames if d not in _NOT_RUNS), key=natural_key)
+        if any(os.path.exists(os.path.join(dirpath, f)) for f in RUN_FILES):
+            found.append(dirpath)
+    return sorted(found, key=natural_key)
 
 
 # ----------------------------------------------------------------------------- config record

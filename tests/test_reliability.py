@@ -56,7 +56,7 @@ def _assert_same(a, b):
 
 def _hook_at(monkeypatch, step, action):
     """Run ``action()`` inside the loop right after step ``step`` (an analysis hook)."""
-    real = train._build_hooks
+    real = train.train_time_analyses
 
     def hooks(config, model, preprocess):
         def hook(state, batch):
@@ -66,7 +66,7 @@ def _hook_at(monkeypatch, step, action):
 
         return [*real(config, model, preprocess), (1, hook)]
 
-    monkeypatch.setattr(train, "_build_hooks", hooks)
+    monkeypatch.setattr(train, "train_time_analyses", hooks)
 
 
 @pytest.fixture(scope="module")

@@ -98,16 +98,3 @@ def test_cli(sweep_root):
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert "| bn_relu | 2 |" in proc.stdout
-
-
-def test_nn_mass_params_and_flops_columns(tmp_path):
-    """An analysed NN-Mass run shows NN-Mass, params and FLOPs (medians over its repeats)."""
-    for rep, (mass, params, flops) in enumerate([(32.0, 104, 193), (32.0, 104, 195)]):
-        wd = tmp_path / "mlp" / str(rep) / "analysis"
-        wd.mkdir(parents=True)
-        (wd / "analysis.json").write_text(json.dumps(
-            {"nn_mass": mass, "params": params, "flops": flops}))
-    rows = {r["run"]: r for r in report.report(str(tmp_path), plots=False)}
-    assert rows["mlp"]["params"] == 104 and rows["mlp"]["flops"] == 194
-    md = (tmp_path / "report" / "results.md").read_text()
-    assert "| NN-Mass | params | FLOPs |" in md and "| 32.0 | 104 | 194 |" in md

@@ -1,13 +1,18 @@
-"""Jacobian analysis (DESIGN.md; REFERENCE.md §1.11, §2.5, §3.6, §4.3, §6).
+"""Analyses of trained or initialised models (docs/analysis.md).
 
+- ``hooks``: the analysis hook API (``AnalysisContext``, the ``ANALYSES`` registry's kinds:
+  analyze, train and sweep hooks); ``core_hooks``: the core's hooks (``jacobian``, ``probes``,
+  ``correlations``, ``compare``). Papers register theirs in ``gnj/proj/<paper>/``.
 - ``blocks``: blocks (``is_block = True``) and their real inputs, found by interception.
 - ``jacobian``: exact per-sample Jacobians (jacfwd / jacrev by shape, chunked, memory budget).
-- ``gne``: φ(JJᵀ) and spread per block and for the network, exact or Hutchinson.
+- ``moments``: φ(JJᵀ) and spread per block and for the network, exact or Hutchinson.
 - ``spectrum``: singular-value spectra by stochastic Lanczos (Golub–Kahan) quadrature.
-- ``ldi``: layer-wise dynamical isometry of dense chains (NN-Mass MLP).
-- ``probes``: per-iteration activation / gradient probes for the training loop.
-- ``correlations``: weight correlations and Diversity (ConstNet).
-- ``plots``: PNG plots; ``run``: ``--mode=analyze``.
+- ``ldi``: layer-wise dynamical isometry of chains of dense layers.
+- ``probes``: per-layer activation / gradient probes for the training loop.
+- ``correlations``: weight correlations and diversity of conv / dense kernels.
+- ``figures``: PNG figures; ``run``: ``--mode=analyze``; ``plots``: the plotting command line.
 
-Submodules are imported on use (``from gnj.analysis import gne``) to keep imports light.
+Importing the package registers the core's hooks (the registry does it on first lookup).
 """
+
+from gnj.analysis import core_hooks  # noqa: F401

@@ -1,39 +1,31 @@
-"""Weight-correlation metrics and Diversity (Blumenfeld et al., ConstNet; REFERENCE.md §3.6).
+"""Weight correlations and diversity of conv / dense kernels (docs/analysis.md#weight-correlations).
 
-For a kernel in PyTorch layout W (out, in, kh, kw) (Flax's (kh, kw, in, out) is transposed;
-a dense (in, out) kernel is W (out, in) with kh = kw = 1), three sets of rows:
+A kernel is read in (out, in, kh, kw) layout (Flax's (kh, kw, in, out) transposed; a dense
+(in, out) kernel is (out, in, 1, 1)), giving three sets of rows:
 
-- ``forward``: the ``out`` rows of length in·kh·kw (filter / fan-in rows);
+- ``forward``: the ``out`` rows of length in·kh·kw (fan-in rows, one per filter);
 - ``backward``: the ``in`` rows of length out·kh·kw (fan-out rows);
-- ``correlations``: the out·in rows of length kh·kw (kernel rows). For a dense or 1×1 kernel
-  every row has one element, hence no variance: ρ = 1 by the NaN → 1 rule below, as the
-  reference reports for its Linear and 1×1 layers.
+- ``correlations``: the out·in rows of length kh·kw. For a dense or 1×1 kernel every row has one
+  element, hence no variance: ρ = 1 by the NaN → 1 rule below.
 
-For each set: keep at most ``max_rows`` (5000) rows, drawn at random without replacement; take
-the Pearson correlation ρᵢⱼ of every pair of rows, with NaN → 1 (a constant row, e.g. of a
-ConstNet init, correlates as 1); ρ = mean of the strict lower triangle. The mean is computed in
-O(rows·cols) from the centred, normalised rows zᵢ as (‖Σᵢ zᵢ‖² − r)/2 summed pairs, never forming
-the r × r matrix. A row counts as constant when its centred norm is ≤ 1e-12 of its norm (NumPy's
-``corrcoef`` gives NaN only for exactly zero variance; this also catches the rounding residue of
-constant rows). Logged as −log|ρ| under ``<layer>/correlations``, ``/forward``, ``/backward``,
-and ``diversity`` = Σ_layers log √(1 − ρ_backward²) over every conv / dense kernel.
+For each set: at most ``max_rows`` (5000) rows, drawn at random without replacement; the Pearson
+correlation ρᵢⱼ of every pair of rows, NaN → 1 (a constant row correlates as 1); ρ = the mean of
+the strict lower triangle, computed in O(rows·cols) from the centred, normalised rows zᵢ as
+(‖Σᵢ zᵢ‖² − r)/2 summed pairs, never forming the r × r matrix. A row counts as constant when its
+centred norm is ≤ 1e-12 of its norm (this also catches the rounding residue of constant rows).
+Logged as −log|ρ| under ``<layer>/correlations``, ``/forward``, ``/backward``, and
+``diversity`` = Σ_layers log √(1 − ρ_backward²) over every conv / dense kernel (−∞ when a layer's
+backward rows are all constant, which the metric writer records as NaN).
 
-**Cross-correlation between two layers** (the reference's ``measure_cross_correlation``): with the
-``forward`` rows of both kernels (``forward=False``: the ``backward`` rows), the cosine
-similarity Cᵢⱼ = ⟨aᵢ, bⱼ⟩/(‖aᵢ‖·‖bⱼ‖) of every row of one with every row of the other (no
-centring), NaN (a zero row) → 1, and its mean over all i, j (i = j included when a layer meets
-itself); NaN when the row lengths differ. :func:`cross_correlations` gives it for every pair of
-the chosen layers.
+**Cross-correlation** of two layers: with the ``forward`` rows of both kernels (``forward=False``:
+the ``backward`` rows), the mean over all i, j of the cosine similarity
+Cᵢⱼ = ⟨aᵢ, bⱼ⟩/(‖aᵢ‖·‖bⱼ‖) (no centring; NaN from a zero row → 1; i = j included when a layer
+meets itself); NaN when the row lengths differ.
 
-In training, :func:`build_hook` gives the hook the loop calls every
-``config.analysis.correlations_every_steps`` (the ConstNet configs: once per epoch, like the
-reference's per-epoch TensorBoard scalars); its keys are ``corr/<layer>/{forward,backward,
-correlations}`` and ``corr/diversity``. A layer whose backward rows are all constant (a ConstNet
-init) has ρ_backward = 1 and makes the Diversity −∞, which the metric writer records as NaN.
-With ``config.analysis.cross_correlation_layers`` (comma-separated layer paths such as
-``"stage1_block0/conv,stage1_block1/conv"``, or ``"all"`` for every kernel), the hook also
-logs ``corr/cross/<a>~<b>`` (raw C̄, like the reference) for every unordered pair a ≤ b, on
-the forward rows unless ``analysis.cross_correlation_forward`` is False.
+:func:`build_hook` gives the train-time hook (``correlations`` in ``gnj.analysis.core_hooks``,
+every ``config.analysis.correlations_every_steps``): keys ``corr/<layer>/{forward,backward,
+correlations}``, ``corr/diversity`` and, with ``analysis.cross_correlation_layers``
+(comma-separated layer paths or ``"all"``), ``corr/cross/<a>~<b>`` for every pair a ≤ b.
 """
 
 from __future__ import annotations
@@ -44,6 +36,9 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from gnj.analysis.hooks import setting
+from gnj.state import path_str
 
 MAX_ROWS = 5000
 
@@ -110,9 +105,9 @@ def kernels(params: Any) -> dict[str, np.ndarray]:
     """Every parameter leaf called ``kernel`` with ≥ 2 axes, by its layer path ``a/b``."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if keys and keys[-1] == "kernel" and np.ndim(leaf) >= 2:
-            out["/".join(keys[:-1]) or "kernel"] = np.asarray(leaf)
+        layer, _, name = path_str(path).rpartition("/")
+        if name == "kernel" and np.ndim(leaf) >= 2:
+            out[layer or "kernel"] = np.asarray(leaf)
     return out
 
 
@@ -168,13 +163,12 @@ def build_hook(config: Any, prefix: str = "corr/"
     and ``config.seed`` seeds the row subsampling. ``analysis.cross_correlation_layers`` (empty:
     none) adds ``corr/cross/<a>~<b>``, on the rows chosen by ``analysis.cross_correlation_forward``.
     """
-    analysis = config.get("analysis", {}) or {}
-    max_rows = int(analysis.get("correlations_max_rows", MAX_ROWS))
+    max_rows = int(setting(config, "correlations_max_rows"))
     seed = int(config.get("seed", 0))
-    cross_layers = analysis.get("cross_correlation_layers", "") or ()
+    cross_layers = setting(config, "cross_correlation_layers") or ()
     if isinstance(cross_layers, str) and cross_layers != "all":
         cross_layers = tuple(n.strip() for n in cross_layers.split(",") if n.strip())
-    cross_forward = bool(analysis.get("cross_correlation_forward", True))
+    cross_forward = bool(setting(config, "cross_correlation_forward"))
 
     def hook(state: Any, batch: dict[str, Any]) -> dict[str, float]:
         del batch

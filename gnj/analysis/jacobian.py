@@ -8,8 +8,7 @@ otherwise, mapped over samples with ``jax.lax.map(batch_size=...)`` (vmapped chu
 :func:`model_jacobians` takes the whole model (input → logits), :func:`block_jacobians` one block
 at its real input (``gnj.analysis.blocks``); both in eval mode. A request whose result would take
 more than ``max_bytes`` (n·in·out·4 bytes) raises a ValueError naming the matrix-free estimator
-to use instead. Everything runs under ``jax.default_matmul_precision("highest")`` (DESIGN.md,
-"Rules of the house").
+to use instead. Everything runs under ``jax.default_matmul_precision("highest")``.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from gnj.analysis import blocks
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
-MATRIX_FREE = ("use the matrix-free estimators instead: gnj.analysis.gne.hutchinson_moments "
+MATRIX_FREE = ("use the matrix-free estimators instead: gnj.analysis.moments.hutchinson_moments "
                "(φ(JJᵀ) and spread) or gnj.analysis.spectrum.slq (spectral density, mean "
                "singular value)")
 

@@ -1,22 +1,15 @@
-"""Layer-wise dynamical isometry (LDI; Bhardwaj et al., CVPR 2021; REFERENCE.md §4.3).
+"""Layer-wise dynamical isometry (LDI) of a chain of dense layers (docs/analysis.md#ldi).
 
-LDI is the mean (and std) of the singular values of the layer-wise Jacobians of a chain of dense
-layers, over samples and layers. Generically, a layer with weight W (out, in) whose input passes
-through φ first and/or whose output passes through φ has, at sample x, the Jacobian
+LDI is the mean (and std) of the singular values of the layer-wise Jacobians, over samples and
+layers. A layer with weight W (out, in) whose input and/or output passes through φ has, at
+sample x, the Jacobian
 
     J = diag(φ′(z_out)) · W · diag(φ′(z_in))
 
 with the factor left out where no φ applies (:class:`Layer`: ``weight``, ``pre_in``,
-``pre_out``). The NN-Mass dense MLP (``gnj.models.dense_mlp``, PyTorch notation) gives
-
-    J₀ = diag(φ′(L₀x))·W₀      J₁ = W₁      J_j = W_j·diag(φ′(in_j))  for j ≥ 2,
-
-the last layer included although its forward applies no φ [as-written]. The reference codes the
-ELU derivative as exp(x) for x > 0 and 0 otherwise [bug]; ``elu_derivative="reference"``
-reproduces it, the default ``"correct"`` uses 1 for x > 0 and α·exp(x) for x ≤ 0. Singular
-values come from one batched ``jnp.linalg.svd`` per layer over all samples (no per-sample loop;
-the reference loops ``torch.svd`` per sample). The standard deviation is the unbiased one
-(divisor n − 1), as the reference's ``torch.Tensor.std()`` computes (docs/analysis.md).
+``pre_out``); the analysis hook of a model family supplies its chain, and φ′ (default: from the
+activation spec, :func:`derivative`). Singular values come from one batched ``jnp.linalg.svd``
+per layer over all samples; the std is the unbiased one (divisor n − 1).
 """
 
 from __future__ import annotations
@@ -29,18 +22,12 @@ import jax.numpy as jnp
 
 from gnj.registry import parse_spec
 
-ELU_DERIVATIVES = ("correct", "reference")
 
-
-def derivative(act: str, elu_derivative: str = "correct") -> Callable[[jax.Array], jax.Array]:
+def derivative(act: str) -> Callable[[jax.Array], jax.Array]:
     """φ′ of activation spec ``act`` (elu, relu, leaky_relu, tanh, identity)."""
-    if elu_derivative not in ELU_DERIVATIVES:
-        raise ValueError(f"LDI: elu_derivative {elu_derivative!r}; valid: correct, reference")
     name, kw = parse_spec(act)
     if name == "elu":
         alpha = float(kw.get("alpha", 1.0))
-        if elu_derivative == "reference":  # [bug] as in the reference, for x > 0 only
-            return lambda z: jnp.where(z > 0, jnp.exp(z), 0.0)
         return lambda z: jnp.where(z > 0, 1.0, alpha * jnp.exp(z))
     if name == "relu":
         return lambda z: (z > 0).astype(z.dtype)
@@ -109,38 +96,11 @@ def dense_chain_layers(weights: Sequence[jax.Array], biases: Sequence[jax.Array 
 
 
 def as_layer(factors: Any) -> Layer:
-    """A :class:`Layer` from any (kernel, left, right) factor record (e.g. ``dense_mlp``'s
-    ``LayerFactors``: J = diag(φ′(left))·kernel·diag(φ′(right)))."""
+    """A :class:`Layer` from any (kernel, left, right) factor record
+    (J = diag(φ′(left))·kernel·diag(φ′(right)))."""
     if isinstance(factors, Layer):
         return factors
     return Layer(factors.kernel, pre_in=factors.right, pre_out=factors.left)
-
-
-def dense_mlp_layers(model: Any, variables: Any, x: jax.Array) -> list[Layer]:
-    """The :class:`Layer` list of a ``dense_mlp`` at inputs ``x``.
-
-    Uses the model's own ``layer_jacobian_factors`` when it has one, else its sown inputs
-    (``pre0`` = L₀x, ``pre{j}`` = in_j).
-    """
-    from gnj.models import dense_mlp
-
-    factors = getattr(dense_mlp, "layer_jacobian_factors", None)
-    if factors is not None:
-        return [as_layer(f) for f in factors(model, variables, x)]
-    _, state = model.apply(variables, x, mutable=["intermediates"])
-    pre = {k: v[0] for k, v in state["intermediates"].items()}
-    params = variables["params"]
-    w = lambda j: params[f"layer{j}"]["kernel"].T  # (out, in)
-    layers = [Layer(w(0), pre_out=pre["pre0"]), Layer(w(1))]
-    layers += [Layer(w(j), pre_in=pre[f"pre{j}"]) for j in range(2, model.depth)]
-    return layers
-
-
-def dense_mlp_jacobians(model: Any, variables: Any, x: jax.Array,
-                        elu_derivative: str = "correct") -> list[jax.Array]:
-    """Per-sample layer Jacobians (N, out, in) of a ``dense_mlp`` at inputs ``x``."""
-    dphi = derivative(model.act, elu_derivative)
-    return layer_jacobians(dense_mlp_layers(model, variables, x), dphi, x.shape[0])
 
 
 def ldi_arrays(jacobians: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -157,7 +117,7 @@ def ldi(jacobians: Sequence[jax.Array]) -> dict[str, float]:
     return {"ldi_mean": float(mean), "ldi_std": float(std)}
 
 
-def ldi_of_layers(layers: Sequence[Layer], act: str = "elu", elu_derivative: str = "correct",
-                  num_samples: int | None = None) -> dict[str, float]:
+def ldi_of_layers(layers: Sequence[Layer], act: str = "elu", num_samples: int | None = None
+                  ) -> dict[str, float]:
     """LDI of a generic layer chain with activation spec ``act``."""
-    return ldi(layer_jacobians(layers, derivative(act, elu_derivative), num_samples))
+    return ldi(layer_jacobians(layers, derivative(act), num_samples))

@@ -1,5 +1,5 @@
-"""Per-iteration signal-propagation probes (Lubana et al., REFERENCE.md §2.5) and per-layer
-weight-gradient norms (Chen et al.'s ``grad_l2``, §1.11), without model-specific code.
+"""Per-layer activation and gradient probes of a training step, for any model
+(docs/analysis.md#probes).
 
 Probe points are found by interception (``flax.linen.intercept_methods``): every *conv* (a
 ``flax.linen.Conv`` subclass, or any module with ``kernel_size`` and ``features`` whose output
@@ -8,27 +8,24 @@ from ``gnj.nn.activations``, or one with ``is_activation = True``). Names are mo
 
 After every activation, with a the (N, …, C) output, Mᵢ = vec(aᵢ)/‖vec(aᵢ)‖ and G = MMᵀ:
 
-- ``act_var``: mean over channels of the per-channel variance over all other axes (N, H, W).
-  Unbiased (torch's default ``var``). Named "norm" in the reference but a variance.
-- ``cosine``: mean off-diagonal of G, (Σᵢⱼ Gᵢⱼ − tr G)/(N(N−1)) — the mean cosine similarity
-  of different samples.
-- ``stable_rank``: tr(G)/λ_max(G) (= N/λ_max(G); a sample with an all-zero activation, where
-  the reference divides by zero, counts 0 in tr G here).
+- ``act_var``: mean over channels of the unbiased per-channel variance over all other axes;
+- ``cosine``: mean off-diagonal of G, (Σᵢⱼ Gᵢⱼ − tr G)/(N(N−1)), the mean cosine similarity
+  of different samples;
+- ``stable_rank``: tr(G)/λ_max(G) (a sample with an all-zero activation counts 0 in tr G).
 
 After every conv, with y its output (N, H, W, C):
 
-- ``std``: mean over channels of the unbiased per-channel std over (N, H, W).
+- ``std``: mean over channels of the unbiased per-channel std over (N, H, W);
 - ``grad_norm``: ‖∂L/∂y‖_F over the whole batch, through a zero perturbation added to y.
 
 For every parameter with ≥ 2 axes: ``grad_l2/<param path>`` = ‖∂L/∂W‖²_F.
 
 L is the mean softmax cross-entropy of the logits against the integer labels (no mixup), in
-training mode (batch statistics, RNG streams from the state) like the reference probes, which
-record during training iterations; the model state updated by that pass is discarded.
-:func:`build_probe` gives the hook the training loop calls every
-``config.analysis.probe_every_steps``; its keys are ``probe/<path>/<stat>`` and
-``grad_l2/<param path>``, in forward (depth) order, which ``metrics.jsonl`` keeps and the
-gradient-norm plot (``gnj.analysis.plots``) colours by.
+training mode (batch statistics, RNG streams from the state); the model state updated by that
+pass is discarded. :func:`build_probe` gives the train-time hook (``probes`` in
+``gnj.analysis.core_hooks``, every ``config.analysis.probe_every_steps``); its keys are
+``probe/<path>/<stat>`` and ``grad_l2/<param path>``, in forward (depth) order, which
+``metrics.jsonl`` keeps and the gradient-norm figure (``gnj.analysis.figures``) colours by.
 """
 
 from __future__ import annotations
@@ -42,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnj.state import BACKWARD_STATE, RNG_STREAMS, TRANSIENT_COLLECTIONS
+from gnj.analysis.hooks import setting
+from gnj.state import BACKWARD_STATE, TRANSIENT_COLLECTIONS, path_str, stream_rngs
 
 _ACTIVATIONS_MODULE = "gnj.nn.activations"
 
@@ -145,11 +143,6 @@ def _forward(model: nn.Module, params: Any, state: dict[str, Any], eps: dict | N
     return loss, records
 
 
-def stream_rngs(rng: jax.Array) -> dict[str, jax.Array]:
-    """One key per RNG stream a training apply receives (``gnj.state.RNG_STREAMS``)."""
-    return dict(zip(RNG_STREAMS, jax.random.split(rng, len(RNG_STREAMS))))
-
-
 def layer_probes(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array,
                  rngs: dict[str, jax.Array] | None = None, train: bool = True,
                  key_order: list[str] | None = None) -> dict[str, jax.Array]:
@@ -193,8 +186,8 @@ def layer_probes(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Arr
     grads = []
     for path, g in jax.tree_util.tree_flatten_with_path(g_params)[0]:
         if g.ndim >= 2:
-            parts = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-            grads.append((first_call.get("/".join(parts[:-1]), len(calls)), "/".join(parts), g))
+            key = path_str(path)
+            grads.append((first_call.get(key.rpartition("/")[0], len(calls)), key, g))
     for _, key, g in sorted(grads, key=lambda t: t[0]):  # stable: ties keep tree order
         out[f"grad_l2/{key}"] = jnp.sum(jnp.square(g))
     if key_order is not None:
@@ -218,8 +211,7 @@ def build_probe(config: Any, model: nn.Module,
     model inputs; without it, integer images are scaled to [0, 1] (not mean/std-normalised).
     ``config.analysis.probe_max_examples`` (0 = all) caps the examples probed.
     """
-    analysis = config.get("analysis", {}) or {}
-    cap = int(analysis.get("probe_max_examples", 0))
+    cap = int(setting(config, "probe_max_examples"))
     prep = (lambda x: preprocess(x, None)) if preprocess is not None else _default_preprocess
     order: list[str] = []  # filled when ``run`` is traced: keys in depth order
 

@@ -1,6 +1,5 @@
 """Matrix-free singular-value spectra of Jacobians: stochastic Lanczos quadrature (SLQ) by
-Golub–Kahan bidiagonalisation (DESIGN.md "Rules of the house"; the spectra behind GNE,
-REFERENCE.md §1, and dynamical isometry, §4.3).
+Golub–Kahan bidiagonalisation (docs/analysis.md#spectrum).
 
 For the per-sample Jacobian J (m × n) let A = J if m ≤ n and A = Jᵀ otherwise, so that the Gram
 G = AAᵀ has the d = min(m, n) squared singular values of J as eigenvalues. From a Rademacher probe
@@ -19,7 +18,7 @@ the singular values, μ = (1/d) Σₗ δ(σ − σₗ) ≈ mean over probes of �
 singular value Σ τθ and φ(JJᵀ) = (d/m) Σ τθ². Working on A rather than on G keeps the Ritz
 values accurate in float32 (no squared condition number); each step costs one JVP and one VJP of
 a single linearisation per input. Standard errors are those of the probe noise around the
-exact value at these inputs (as in ``gnj.analysis.gne``).
+exact value at these inputs (as in ``gnj.analysis.moments``).
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gnj.analysis import blocks
-from gnj.analysis.gne import BlockMap, ModelMap, _Closure, probe_rng, rademacher
+from gnj.analysis import blocks, jacobian, moments
+from gnj.analysis.moments import BlockMap, ModelMap, _Closure, probe_rng, rademacher
 
 
 def _check(num_probes: int, num_steps: int) -> None:
@@ -198,11 +197,9 @@ def spectrum_of(f: Callable[[Any, jax.Array], jax.Array], params: Any, xs: jax.A
                 num_probes: int = 8, num_steps: int = 32, key: Any = None,
                 exact_max_bytes: int = 0) -> dict[str, Any]:
     """Exact singular values when the N Jacobians fit in ``exact_max_bytes``, else SLQ."""
-    from gnj.analysis import gne, jacobian
-
     _check(num_probes, num_steps)
-    if gne.fits(f, params, xs, exact_max_bytes):
-        jac = gne.exact_jacobians(f, params, xs)
+    if moments.fits(f, params, xs, exact_max_bytes):
+        jac = moments.exact_jacobians(f, params, xs)
         return exact_spectrum(jax.device_get(jacobian.singular_values(jac)), jac.shape[1])
     return slq_fn(f, params, xs, num_probes, num_steps, key)
 

@@ -18,7 +18,6 @@ import gnj.models.serial  # noqa: F401
 import gnj.nn  # noqa: F401  (registers layers)
 from gnj import precision
 from gnj.models import dense_mlp, fixup_resnet, mlp, resnet, resnet_cifar, vgg, wrn  # noqa: F401
-from gnj.models.nn_mass import nn_mass  # noqa: F401
 from gnj.registry import MODELS
 
 

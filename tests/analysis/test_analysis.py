@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.analysis import blocks, gne, jacobian
+from gnj.analysis import blocks, jacobian, moments
 from gnj.models import build
 
 
@@ -27,11 +27,11 @@ def test_orthogonal_linear_network_is_exactly_isometric():
         return x
 
     xs = jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)
-    exact = gne.exact_moments(jacobian.per_sample_jacobians(f, xs))
+    exact = moments.exact_moments(jacobian.per_sample_jacobians(f, xs))
     assert exact["phi"] == pytest.approx(1.0, abs=1e-6)
     assert abs(exact["spread"]) < 1e-6
     # Every probe gives ‖Jᵀv‖²/m = ‖v‖²/m = 1 exactly, so the estimate has no noise either.
-    est = gne.hutchinson_moments(f, xs, num_probes=4)
+    est = moments.hutchinson_moments(f, xs, num_probes=4)
     assert est["phi"] == pytest.approx(1.0, abs=1e-6) and abs(est["spread"]) < 1e-6
     assert est["phi_se"] < 1e-6
 
@@ -60,13 +60,13 @@ def test_deep_relu_mlp_with_he_init_has_phi_near_one():
     width, depth, inits = 512, 8, 6
     model = build({"name": "mlp", "hidden": (width,) * depth, "act": "relu",
                    "weight_init": "kaiming_normal"}, width)
-    f = gne.ModelMap(model)
+    f = moments.ModelMap(model)
     phis = []
     for seed in range(inits):
         xs = jax.random.normal(jax.random.PRNGKey(100 + seed), (2, width))
         v = model.init(jax.random.PRNGKey(seed), xs)
         exact = _numpy_moments(_jacrev_jacobians(f, v, xs))
-        got = gne.network_moments(model, v, xs)  # 2 × 1 MiB Jacobians: the exact path
+        got = moments.network_moments(model, v, xs)  # 2 × 1 MiB Jacobians: the exact path
         assert got["method"] == "exact"
         assert got["phi"] == pytest.approx(exact["phi"], rel=1e-4)
         phis.append(exact["phi"])
@@ -76,13 +76,13 @@ def test_deep_relu_mlp_with_he_init_has_phi_near_one():
 
 def _check_against_exact(f, params, xs, num_probes=64, seed=5):
     exact = _numpy_moments(_jacrev_jacobians(f, params, xs))
-    est = gne.hutchinson_moments_fn(f, params, xs, num_probes, seed)
+    est = moments.hutchinson_moments_fn(f, params, xs, num_probes, seed)
     assert est["method"] == "hutchinson" and est["phi_se"] > 0
     assert abs(est["phi"] - exact["phi"]) < 3 * est["phi_se"]
     assert abs(est["phi2"] - exact["phi2"]) < 3 * est["phi2_se"]
     assert abs(est["spread"] - exact["spread"]) < 3 * est["spread_se"]
     # gnj's exact path agrees with the NumPy definitions.
-    ours = gne.exact_moments(jacobian.per_sample_jacobians(lambda z: f(params, z), xs))
+    ours = moments.exact_moments(jacobian.per_sample_jacobians(lambda z: f(params, z), xs))
     for key in ("phi", "phi2"):
         assert ours[key] == pytest.approx(exact[key], rel=1e-4)
     return exact, est
@@ -92,7 +92,7 @@ def test_hutchinson_agrees_with_exact_on_a_small_mlp():
     model = build({"name": "mlp", "hidden": (12, 12), "act": "tanh"}, 10)
     xs = jax.random.normal(jax.random.PRNGKey(0), (6, 8))
     v = model.init(jax.random.PRNGKey(1), xs)
-    _check_against_exact(gne.ModelMap(model), v, xs)
+    _check_against_exact(moments.ModelMap(model), v, xs)
 
 
 def _resnet8():
@@ -104,21 +104,21 @@ def _resnet8():
 def test_hutchinson_agrees_with_exact_on_a_convnet_block():
     model, v, images = _resnet8()
     b = blocks.find_blocks(model, v, images)["stage3_block0"]
-    _check_against_exact(gne.BlockMap.of(b), b.variables, b.input, num_probes=32)
+    _check_against_exact(moments.BlockMap.of(b), b.variables, b.input, num_probes=32)
 
 
 @pytest.mark.slow
 def test_hutchinson_agrees_with_exact_on_a_whole_convnet():
     model, v, images = _resnet8()
-    _check_against_exact(gne.ModelMap(model), v, images, num_probes=32)
+    _check_against_exact(moments.ModelMap(model), v, images, num_probes=32)
 
 
 def test_moments_are_exact_where_they_fit_and_matrix_free_otherwise():
     model = build({"name": "mlp", "hidden": (6, 6), "act": "tanh"}, 4)
     xs = jax.random.normal(jax.random.PRNGKey(2), (5, 5))
     v = model.init(jax.random.PRNGKey(3), xs)
-    exact = gne.block_moments(model, v, xs, num_probes=48)
-    est = gne.block_moments(model, v, xs, num_probes=48, exact_max_bytes=0)
+    exact = moments.block_moments(model, v, xs, num_probes=48)
+    est = moments.block_moments(model, v, xs, num_probes=48, exact_max_bytes=0)
     assert list(exact) == ["layer0", "layer1"]
     for name in exact:
         assert exact[name]["method"] == "exact" and est[name]["method"] == "hutchinson"
@@ -144,18 +144,18 @@ def test_spread_estimator_is_unbiased_for_a_fixed_matrix():
     a = np.asarray(w, np.float64) @ np.asarray(w, np.float64).T
     target = np.trace(a @ a) / 5 - (np.trace(a) / 5) ** 2
     xs = jnp.zeros((400, 7))
-    ests = [gne.hutchinson_moments(lambda x: w @ x, xs[i:i + 1], num_probes=2,
+    ests = [moments.hutchinson_moments(lambda x: w @ x, xs[i:i + 1], num_probes=2,
                                    key=i)["spread"] for i in range(40)]
-    big = gne.hutchinson_moments(lambda x: w @ x, xs, num_probes=2, key=99)
+    big = moments.hutchinson_moments(lambda x: w @ x, xs, num_probes=2, key=99)
     assert abs(big["spread"] - target) < 3 * big["spread_se"]
     assert abs(np.mean(ests) - target) < 3 * np.std(ests) / math.sqrt(len(ests))
 
 
 def test_bad_requests():
     with pytest.raises(ValueError, match="num_probes must be > 0"):
-        gne.hutchinson_moments(lambda x: x, jnp.ones((2, 3)), num_probes=0)
+        moments.hutchinson_moments(lambda x: x, jnp.ones((2, 3)), num_probes=0)
     with pytest.raises(ValueError, match="num_probes must be > 0"):
-        gne.block_moments(None, None, None, num_probes=-1)
+        moments.block_moments(None, None, None, num_probes=-1)
     with pytest.raises(ValueError, match="over max_bytes.*hutchinson_moments.*spectrum.slq"):
         jacobian.per_sample_jacobians(lambda x: jnp.tile(x, 1000), jnp.ones((4, 1000)),
                                       max_bytes=1024)
@@ -260,4 +260,4 @@ def test_unknown_block_is_a_value_error_listing_the_valid_ones():
     with pytest.raises(ValueError, match=msg):
         blocks.block_function(model, v, images, "stage9")(jnp.zeros((1, 8, 8, 4)))
     with pytest.raises(ValueError, match=msg):
-        gne.block_moments(model, v, images, names=["stage9"])
+        moments.block_moments(model, v, images, names=["stage9"])

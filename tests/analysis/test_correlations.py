@@ -1,4 +1,4 @@
-"""Weight correlations and Diversity (ConstNet §3.6) against np.corrcoef."""
+"""Weight correlations and diversity against np.corrcoef."""
 
 import math
 

@@ -1,11 +1,12 @@
-"""Plots of training-time gradient norms and of LDI vs NN-Mass: the CLI writes the PNGs and
-the plotted data is the data in the files."""
+"""Figures of training-time gradient norms and of analysed runs: the CLI writes the PNGs and the
+plotted data is the data in the files."""
 
 import json
 
 import numpy as np
 import pytest
 
+from gnj.analysis import figures as figures_lib
 from gnj.analysis import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -15,13 +16,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def figures(monkeypatch):
     """Every figure the plots save, in order (still inspectable after ``plt.close``)."""
     saved = []
-    original = plots._save
+    original = figures_lib.save_figure
 
     def keep(fig, path):
         saved.append((fig, path))
         return original(fig, path)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(figures_lib, "save_figure", keep)
     return saved
 
 
@@ -46,7 +47,7 @@ def _grad_records():
 def test_grad_norm_plot_shows_exactly_the_logged_values(tmp_path, figures):
     recs, keys_w = _grad_records()
     _write_jsonl(tmp_path / "metrics.jsonl", recs)
-    out = plots.plot_grad_norms(str(tmp_path / "metrics.jsonl"), str(tmp_path / "g.png"))
+    out = figures_lib.plot_grad_norms(str(tmp_path / "metrics.jsonl"), str(tmp_path / "g.png"))
     assert (tmp_path / "g.png").read_bytes()[:8] == PNG and out == str(tmp_path / "g.png")
     (fig, _), = figures
     weights, convs = fig.axes
@@ -65,78 +66,12 @@ def _analysis(path, **result):
     (path / "analysis.json").write_text(json.dumps(result))
 
 
-def test_cli_on_a_sweep_writes_grad_norms_per_run_and_ldi_vs_mass(tmp_path, figures, capsys):
-    root = tmp_path / "sweep"
-    ldi = {("tc10", 0): (16.0, 0.8, 0.3), ("tc10", 1): (16.0, 0.9, 0.2),
-           ("tc2", 0): (4.0, 0.6, 0.5)}
-    for (variant, rep), (mass, mean, std) in ldi.items():
-        wd = root / variant / str(rep)
-        wd.mkdir(parents=True)
-        (wd / "config.json").write_text("{}")
-        _write_jsonl(wd / "metrics.jsonl", [{"step": 1, "train/loss": 1.0}])
-        _analysis(wd / "analysis", ldi={"ldi_mean": mean, "ldi_std": std}, nn_mass=mass)
-    # A run with gradient norms but no LDI (e.g. a ResNet): a grad plot, no LDI point.
-    other = root / "resnet" / "0"
-    _write_jsonl(other / "metrics.jsonl", _grad_records()[0])
-    _analysis(other / "analysis", blocks={}, network={"phi": 1.0})
-    assert plots.main([str(root)]) == 0
-    printed = capsys.readouterr().out
-    assert f"wrote {other / 'analysis' / 'grad_norms.png'}" in printed
-    assert (other / "analysis" / "grad_norms.png").read_bytes()[:8] == PNG
-    png = root / "analysis" / "ldi_vs_mass.png"
-    assert png.read_bytes()[:8] == PNG and f"wrote {png}" in printed
-    points = json.loads((root / "analysis" / "ldi_vs_mass.json").read_text())
-    assert {(p["run"], p["nn_mass"], p["ldi_mean"], p["ldi_std"]) for p in points} == {
-        (f"{v}/{r}", *vals) for (v, r), vals in ldi.items()}
-    fig, path = figures[-1]
-    assert path == str(png)
-    ax = fig.axes[0]
-    expected = sorted(ldi.values())  # by NN-Mass, then LDI
-    xy = ax.lines[0].get_xydata()
-    assert sorted(map(tuple, xy)) == [(m, mean) for m, mean, _ in expected]
-    # Error bars: ±std around each point.
-    segments = ax.containers[0].lines[2][0].get_segments()
-    bars = sorted((s[0][0], s[0][1], s[1][1]) for s in segments)
-    np.testing.assert_allclose(bars, [(m, mean - std, mean + std) for m, mean, std in expected],
-                               rtol=1e-12)
-
-
 def test_cli_with_nothing_to_plot_says_what_it_needs(tmp_path, capsys):
     _write_jsonl(tmp_path / "metrics.jsonl", [{"step": 1, "train/loss": 1.0}])
     assert plots.main([str(tmp_path)]) == 1
     assert "probe_every_steps" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no directory"):
         plots.main([str(tmp_path / "missing")])
-
-
-def test_cli_analyze_runs_the_analysis_of_a_tiny_nn_mass_sweep(tfds_dir, tmp_path, figures):
-    from configs.nn_mass import mlp
-    from gnj import train
-
-    root = tmp_path / "mlp_tc"
-    for tc in (0, 3):
-        c = mlp.get_config(f"readme,tc{tc},runlocal")
-        c.dataset.data_dir = tfds_dir
-        c.analysis.num_samples = 4
-        train.check_workdir(c, str(root / f"readme__tc{tc}__runlocal" / "0"))  # config.json
-        loaded = plots.load_config(str(root / f"readme__tc{tc}__runlocal" / "0"))
-        assert loaded.model.to_dict() == c.model.to_dict()
-    assert plots.main([str(root), "--analyze"]) == 0
-    points = {p["run"]: p for p in json.loads((root / "analysis" / "ldi_vs_mass.json")
-                                              .read_text())}
-    # Width 4, depth 4: tc 0 has no long-range links (NN-Mass 0); tc 3 has min(3, 4) + min(3, 8)
-    # links over 4 + 8 candidates, ρ = 1/2, NN-Mass ρ·w·d = 8 (runlocal clamps tc to 3).
-    assert points["readme__tc0__runlocal/0"]["nn_mass"] == 0.0
-    assert points["readme__tc3__runlocal/0"]["nn_mass"] == pytest.approx(8.0)
-    for run, p in points.items():
-        result = json.loads((root / run / "analysis" / "analysis.json").read_text())
-        assert result["source"] == "init" and result["num_samples"] == 4
-        assert p["ldi_mean"] == result["ldi"]["ldi_mean"] > 0
-    by_path = {path: fig for fig, path in figures}
-    xy = by_path[str(root / "analysis" / "ldi_vs_mass.png")].axes[0].lines[0].get_xydata()
-    assert sorted(map(tuple, xy)) == sorted((p["nn_mass"], p["ldi_mean"])
-                                            for p in points.values())
-    assert (root / "analysis" / "compare.png").read_bytes()[:8] == PNG  # 2 runs with blocks
 
 
 def test_compare_plot_of_analysed_runs_shows_their_block_moments_and_spectra(tmp_path, figures):

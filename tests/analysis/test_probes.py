@@ -1,4 +1,4 @@
-"""Training-time probes (Lubana §2.5, Chen grad_l2): NumPy re-derivations and the loop hook."""
+"""Training-time probes and grad_l2: NumPy re-derivations and the loop hook."""
 
 import flax.linen as nn
 import jax

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.analysis import blocks, gne, jacobian, spectrum
+from gnj.analysis import blocks, jacobian, moments, spectrum
 from gnj.models import build
 
 
@@ -73,8 +73,8 @@ def _check_slq_against_exact(f, params, xs, num_probes=32, num_steps=64, seed=3)
     assert est["mean_sv_se"] > 0
     assert abs(est["mean_sv"] - exact["mean_sv"]) < 3 * est["mean_sv_se"]
     assert abs(est["phi"] - exact["phi"]) < 3 * est["phi_se"]
-    # φ from the quadrature equals the exact GNE moment's estimator family: compare to gne.
-    assert exact["phi"] == pytest.approx(gne.exact_moments(jac)["phi"], rel=1e-5)
+    # φ from the quadrature equals the exact GNE moment's estimator family: compare to moments.
+    assert exact["phi"] == pytest.approx(moments.exact_moments(jac)["phi"], rel=1e-5)
     # The density integrates to 1 and puts its mass where the exact singular values are.
     grid = np.linspace(-0.3 * sv.max(), 1.3 * sv.max(), 400)
     dens = spectrum.density(est["nodes"], est["weights"], grid, bandwidth=0.05 * sv.max())
@@ -88,7 +88,7 @@ def test_slq_agrees_with_exact_on_a_small_mlp():
     model = build({"name": "mlp", "hidden": (10, 10), "act": "tanh"}, 6)
     xs = jax.random.normal(jax.random.PRNGKey(0), (4, 12))
     v = model.init(jax.random.PRNGKey(1), xs)
-    est, _ = _check_slq_against_exact(gne.ModelMap(model), v, xs, num_steps=3)
+    est, _ = _check_slq_against_exact(moments.ModelMap(model), v, xs, num_steps=3)
     assert est["num_steps"] == 3 and est["dim"] == 6
 
 
@@ -97,7 +97,7 @@ def test_slq_agrees_with_exact_on_a_convnet_block():
     images = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
     v = model.init(jax.random.PRNGKey(1), images)
     b = blocks.find_blocks(model, v, images)["stage3_block0"]  # (4, 4, 8) → (2, 2, 16): d = 64
-    est, _ = _check_slq_against_exact(gne.BlockMap.of(b), b.variables, b.input, num_probes=16,
+    est, _ = _check_slq_against_exact(moments.BlockMap.of(b), b.variables, b.input, num_probes=16,
                                       num_steps=12)
     assert est["dim"] == 64 and est["num_steps"] == 12
 

@@ -3,4 +3,4 @@
 Importing this package registers its entries in the core registries (gnj.registry).
 """
 
-from gnj.proj.nn_mass import data  # noqa: F401
+from gnj.proj.nn_mass import analysis, data, mass  # noqa: F401

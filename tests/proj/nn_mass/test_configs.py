@@ -12,7 +12,7 @@ def _dense_mlp_mass(w: int, d: int, tc: int) -> float:
 def test_nn_mass_digits_segment_pairs_depths_at_matched_mass():
     from configs.nn_mass import mlp
     from gnj import models
-    from gnj.models.nn_mass import nn_mass
+    from gnj.proj.nn_mass.mass import nn_mass
 
     masses = {}
     for arg in mlp.SEGMENTS["digits_mass"]:

@@ -1,13 +1,15 @@
-"""Gradient-norm-equality moments of Jacobians (Chen et al.; REFERENCE.md §1, DESIGN.md).
+"""Block moments of JJᵀ: how far a block's Jacobian is from norm-preserving
+(docs/analysis.md#moments).
 
 For the per-sample Jacobian J(x) of shape (m, n) (m = output size) and inputs x₁ … x_N, with φ
-the normalised expected trace of the GNE paper taken over the given inputs,
+the normalised expected trace taken over the given inputs,
 
     φ(JJᵀ)      = (1/N) Σᵢ tr(J(xᵢ)J(xᵢ)ᵀ) / m
     φ((JJᵀ)²)   = (1/N) Σᵢ tr((J(xᵢ)J(xᵢ)ᵀ)²) / m
     spread      = φ((JJᵀ)²) − φ(JJᵀ)²
 
-GNE asks for φ(JJᵀ) ≈ 1 and a small spread for every block (and so for the network).
+A block that preserves gradient norms has φ(JJᵀ) ≈ 1 and a small spread (and so, block by
+block, does the network).
 
 - :func:`exact_moments`: from explicit per-sample Jacobians (``gnj.analysis.jacobian``).
 - :func:`hutchinson_moments`: matrix-free. Each input is linearised once (``jax.linearize``;

@@ -1,4 +1,4 @@
-"""NN-Mass of a model (Bhardwaj et al., CVPR 2021; REFERENCE.md §4.2), from its fields alone.
+"""NN-Mass of a model, from its fields alone (docs/proj/nn_mass.md#nn-mass).
 
 - Concatenation-type nets. Dense MLP: density ρ = Σ_j tc_j / Σ_j paths_j over the linked layers
   j = 2 … d−1 (paths_j = (j−1)·w, tc_j = min(tc, paths_j)), NN-Mass = ρ·width·depth. Dense CNNs

@@ -1,11 +1,12 @@
-"""NN-Mass (Bhardwaj et al.; REFERENCE.md §4.2) against hand-derived closed forms and the
-reference values of §4.2 (which were recomputed independently of this code)."""
+"""NN-Mass against hand-derived closed forms and the paper's values (docs/proj/nn_mass.md#nn-mass;
+recomputed independently of this code)."""
 
 from fractions import Fraction
 
 import pytest
 
-from gnj.models import build, nn_mass
+from gnj.models import build
+from gnj.proj.nn_mass.mass import nn_mass
 
 
 def test_dense_mlp_w8_d8_tc10_by_hand():
