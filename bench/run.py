@@ -254,6 +254,7 @@ def case_ldi(table: Table, args) -> None:
 
     try:
         from gnj.analysis import ldi
+        from gnj.proj.nn_mass import analysis as nn_mass_analysis
     except ImportError as e:
         table.skip("LDI", f"gnj.analysis.ldi missing ({e})")
         return
@@ -266,11 +267,11 @@ def case_ldi(table: Table, args) -> None:
     model = build({"name": "dense_mlp", "width": 8, "depth": 8, "tc": 10}, 10)
     x = jax.random.normal(jax.random.PRNGKey(0), (100, 28, 28, 1))
     v = model.init(jax.random.PRNGKey(1), x)
-    fn = jax.jit(lambda v, x: ldi.ldi_arrays(ldi.dense_mlp_jacobians(model, v, x)))
+    fn = jax.jit(lambda v, x: ldi.ldi_arrays(nn_mass_analysis.dense_mlp_jacobians(model, v, x)))
     _, mem, compiled = compiled_stats(fn, v, x)
     run = lambda: jax.block_until_ready(compiled(v, x))
     layers = [tuple(None if a is None else torch.from_numpy(np.array(a)) for a in layer)
-              for layer in ldi.dense_mlp_layers(model, v, x)]
+              for layer in nn_mass_analysis.dense_mlp_layers(model, v, x)]
     dphi = lambda z: torch.where(z > 0, torch.ones_like(z), torch.exp(z))
     ours = [float(a) for a in compiled(v, x)]
     theirs = [float(a) for a in ldi_per_sample_layers(layers, dphi)]

@@ -358,6 +358,7 @@ FIELDS: dict[str, Field] = {
     "analysis.lanczos_steps": Field(20, _COUNT),
     "analysis.spectrum_probes": Field(4, _COUNT),
     "analysis.block_spectra": Field(False, Bool()),
+    "analysis.hooks": Field("", Text(), "comma-separated analyze hooks to run (empty: all)"),
     "analysis.elu_derivative": Field("correct", Choice(("correct", "reference"))),
 }
 

@@ -29,11 +29,7 @@ import jax
 import optax
 
 from gnj.registry import OPTIMIZERS, SCHEDULES
-
-
-def path_str(path: tuple) -> str:
-    """'/'-joined names of a pytree key path (``params/stage1_block0/conv1/kernel``)."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+from gnj.state import path_str
 
 
 def path_mask(regex: str, invert: bool = False) -> Callable[[Any], Any]:

@@ -122,8 +122,7 @@ MODELS = Registry("model", ("gnj.models", _PAPERS))
 DATASETS = Registry("dataset", ("gnj.data", _PAPERS))
 OPTIMIZERS = Registry("optimizer", ("gnj.optim", _PAPERS))
 SCHEDULES = Registry("schedule", ("gnj.optim", _PAPERS))
-#: analyses run by ``--mode=analyze`` and by train-time probes: ``fn(context) -> dict``
-#: (see gnj.analysis.hooks); papers add theirs (NN-Mass, LDI, weight correlations, ...).
+#: analyses (gnj.analysis.hooks): analyze, train, sweep and report entries
 ANALYSES = Registry("analysis", ("gnj.analysis", _PAPERS))
 
 
