@@ -122,7 +122,7 @@ def dense_mlp_layers(model: Any, variables: Any, x: jax.Array) -> list[Layer]:
     Uses the model's own ``layer_jacobian_factors`` when it has one, else its sown inputs
     (``pre0`` = L₀x, ``pre{j}`` = in_j).
     """
-    from gnj.models import dense_mlp
+    from gnj.proj.nn_mass import dense_mlp
 
     factors = getattr(dense_mlp, "layer_jacobian_factors", None)
     if factors is not None:

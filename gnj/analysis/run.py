@@ -83,7 +83,7 @@ def analyze(model: Any, variables: Any, images: jax.Array, num_probes: int = 16,
             result["spectrum"][name] = spectrum.block_spectrum(
                 model, variables, images, name, spectrum_probes, lanczos_steps, k_spec,
                 exact_max_bytes)
-    from gnj.models import dense_mlp
+    from gnj.proj.nn_mass import dense_mlp
     from gnj.models.nn_mass import nn_mass
 
     if isinstance(model, dense_mlp.DenseMLP):

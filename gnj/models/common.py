@@ -24,24 +24,15 @@ def make_norm(spec: str, name: str | None = None, **kwargs: Any) -> nn.Module:
     return NORMS.lookup(spec, **kwargs)(name=name)
 
 
-def make_act(spec: str, name: str | None = None) -> nn.Module:
-    """An activation module from its spec, e.g. ``make_act("leaky_relu(negative_slope=0.1)")``."""
-    return ACTIVATIONS.lookup(spec)(name=name) if _takes_name(spec) else ACTIVATIONS.lookup(spec)()
-
-
-def _takes_name(spec: str) -> bool:
-    factory = ACTIVATIONS.get(spec_name(spec))
-    return isinstance(factory, type) and issubclass(factory, nn.Module)
-
-
 def make_init(spec: str, act: str | None = None, gain: float | None = None) -> Callable:
-    """Kernel initializer from its spec; the gain defaults to that of activation ``act``."""
+    """Kernel initializer from its spec; the gain is ``gain``, else that of activation ``act``
+    (1 without either); a gain written in the spec wins over both."""
     default_gain = gain if gain is not None else (activations.gain(act) if act else 1.0)
     return INITS.lookup(spec, gain=default_gain)()
 
 
 def conv(
-    spec: str,
+    conv: str | Callable[..., nn.Module],
     features: int,
     kernel_size: int,
     stride: int = 1,
@@ -52,7 +43,8 @@ def conv(
     groups: int = 1,
     name: str | None = None,
 ) -> nn.Module:
-    """A square conv with PyTorch padding (``k//2`` unless given) built from conv spec ``spec``.
+    """A square conv with PyTorch padding (``k//2`` unless given): ``conv`` is a conv spec
+    (``"plain"``, ``"sws"``, ...) or a factory already looked up in ``CONVS``.
 
     The bias, when used, gets PyTorch's default U(±1/√fan_in) init, as in the references.
     """
@@ -71,7 +63,7 @@ def conv(
         kwargs["kernel_init"] = kernel_init
     if use_bias:
         kwargs["bias_init"] = _lazy_torch_bias(kernel_size * kernel_size)
-    return CONVS.lookup(spec)(**kwargs)
+    return (CONVS.lookup(conv) if isinstance(conv, str) else conv)(**kwargs)
 
 
 def _lazy_torch_bias(receptive: int) -> Callable:

@@ -58,12 +58,10 @@ def matmul_macs(jaxpr: Any) -> int:
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...], variables: Any = None) -> int:
     """FLOPs of ``model`` on one sample of ``input_shape`` (no batch axis); see the module doc."""
-    from gnj.models import dense_mlp
     from gnj.nn import onednn_conv
 
-    if isinstance(model, dense_mlp.DenseMLP):
-        rows = model.structure(math.prod(input_shape))
-        return sum(2 * r["inp"] * r["out"] + r["out"] for r in rows)
+    if callable(getattr(model, "flops", None)):
+        return model.flops(input_shape)
     x = jnp.zeros((1, *input_shape), jnp.float32)
     if variables is None:
         variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))

@@ -57,7 +57,7 @@ def test_the_quirk_differs_from_the_correct_derivative():
 
 @pytest.mark.parametrize("quirk", ["correct", "reference"])
 def test_ldi_of_dense_mlp_matches_numpy(quirk):
-    from gnj.models import dense_mlp
+    from gnj.proj.nn_mass import dense_mlp
 
     model = build({"name": "dense_mlp", "width": 4, "depth": 4, "tc": 3, "topology_seed": 1}, 3)
     x = np.random.default_rng(0).normal(size=(5, 6))

@@ -5,7 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from gnj.models import build, nn_mass
+from gnj.models import build
+from gnj.models.nn_mass import nn_mass
 
 
 def test_dense_mlp_w8_d8_tc10_by_hand():

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.models import build, dense_mlp, nn_mass
+from gnj.models import build
+from gnj.models.nn_mass import nn_mass
+from gnj.proj.nn_mass import dense_mlp
 
 
 def n_params(model, shape):

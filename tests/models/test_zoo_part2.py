@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from gnj.analysis import blocks
-from gnj.models import build, dense_cnn, dense_mlp, mobilenet_v2
+from gnj.models import build, mobilenet_v2
 from gnj.models.common import is_block
+from gnj.proj.nn_mass import dense_cnn, dense_mlp
 
 
 def n_params(model, shape):

@@ -2,3 +2,4 @@
 
 Importing this package registers its entries in the core registries (gnj.registry).
 """
+from gnj.proj.beyond_bn import models  # noqa: F401

@@ -2,3 +2,8 @@
 
 Importing this package registers its entries in the core registries (gnj.registry).
 """
+from gnj.proj.nn_mass import (
+    dense_cnn,  # noqa: F401
+    dense_mlp,  # noqa: F401
+    links,  # noqa: F401
+)

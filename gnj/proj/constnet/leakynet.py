@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
-from gnj.models.wrn import blocks_per_stage
 from gnj.nn import inits
 from gnj.nn.noise import SymmetryNoise
+from gnj.proj.constnet.models import blocks_per_stage
 from gnj.registry import MODELS, spec_name
 
 

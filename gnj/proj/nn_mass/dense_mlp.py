@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
-from gnj.models import links as link_sampling
+from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
 
@@ -158,6 +158,12 @@ class DenseMLP(nn.Module):
                              out=self.num_classes if last else self.width, links=links[j - 2],
                              act_in=not last, act_out=False))
         return rows
+
+    def flops(self, input_shape: tuple[int, ...]) -> int:
+        """FLOPs of one sample from the layer sizes, 2·in·out + out per layer (the reference's
+        count; ``gnj.models.flops.count_flops`` defers to it)."""
+        rows = self.structure(math.prod(input_shape))
+        return sum(2 * r["inp"] * r["out"] + r["out"] for r in rows)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

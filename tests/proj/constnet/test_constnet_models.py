@@ -127,7 +127,7 @@ def test_constnet_projection_reads_the_relu_output_like_the_in_place_reference()
     """Stride-2 block with ConstNet init: the 3×3 conv is 0, so the block's output is the 1×1
     const_avg projection alone, i.e. the channel mean of ReLU(BN(x)) (the reference's in-place
     ReLU overwrites BN(x) before its projection reads it); the option gives the mean of BN(x)."""
-    from gnj.models.wrn import ConstBlock
+    from gnj.proj.constnet.models import ConstBlock
 
     x = jax.random.normal(jax.random.PRNGKey(5), (6, 4, 4, 3)) * 2.0 + 0.3
     xn = np.asarray(x, np.float64)

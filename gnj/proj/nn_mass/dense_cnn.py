@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
-from gnj.models import links as link_sampling
+from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
 KINDS = ("regular", "depthwise")
