@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gnj.nn import activations, inits
-from gnj.registry import ACTIVATIONS, CONVS, INITS, NORMS, spec_name
+from gnj.registry import CONVS, INITS, NORMS
 
 
 def make_norm(spec: str, name: str | None = None, **kwargs: Any) -> nn.Module:

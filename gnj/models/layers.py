@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import jax
 
 from gnj.models import common
 from gnj.nn.inits import Initializer
@@ -55,13 +56,15 @@ class Layers:
 
     @classmethod
     def from_specs(cls, norm: str = "batch", conv: str = "plain", act: str = "relu",
-                   init: str = "kaiming_normal", *, gain: float | None = None,
+                   init: str | Initializer = "kaiming_normal", *, gain: float | None = None,
                    conv_bias: bool = False) -> Layers:
-        """The bundle of these specs; ``gain`` of ``init`` defaults to the activation's."""
+        """The bundle of these specs; ``gain`` of ``init`` defaults to the activation's (an
+        ``init`` given as an initializer is taken as it is)."""
         act_factory = ACTIVATIONS.lookup(act)
         entry = act_factory.func
         return cls(norm_spec=norm, conv_spec=conv, act_spec=act,
-                   init=common.make_init(init, act, gain), conv_bias=conv_bias,
+                   init=common.make_init(init, act, gain) if isinstance(init, str) else init,
+                   conv_bias=conv_bias,
                    norm_factory=NORMS.lookup(norm), conv_factory=CONVS.lookup(conv),
                    act_factory=act_factory,
                    act_takes_name=isinstance(entry, type) and issubclass(entry, nn.Module))
@@ -93,3 +96,20 @@ class Layers:
                            use_bias=self.conv_bias if use_bias is None else use_bias,
                            kernel_init=self.init if kernel_init is None else kernel_init,
                            groups=groups, name=name)
+
+
+class ConvNormAct(nn.Module):
+    """conv k×k (stride, groups; ``groups=-1``: one group per input channel) → norm → act."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    layers: Layers
+    groups: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        groups = x.shape[-1] if self.groups == -1 else self.groups
+        x = self.layers.conv(self.features, self.kernel_size, self.stride, groups=groups,
+                             name="conv")(x)
+        return self.layers.act()(self.layers.norm(name="norm")(x, train))

@@ -6,4 +6,5 @@ from gnj.proj.nn_mass import (
     dense_cnn,  # noqa: F401
     dense_mlp,  # noqa: F401
     links,  # noqa: F401
+    models,  # noqa: F401
 )

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
+from gnj.models.layers import Layers
 from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
@@ -81,22 +82,16 @@ class ConvDepth(nn.Module):
 
     features: int
     stride: int
-    norm: str
-    act: str
-    conv: str
-    weight_init: str
+    layers: Layers
     norm_train: bool
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kinit = common.make_init(self.weight_init, self.act)
-        w = self.features
-        y = common.conv(self.conv, w, 1, kernel_init=kinit, name="pw1")(x)
-        y = common.make_act(self.act)(common.make_norm(self.norm, "norm1")(y, self.norm_train))
-        y = common.conv(self.conv, w, 3, self.stride, kernel_init=kinit, groups=w, name="dw")(y)
-        y = common.make_act(self.act)(common.make_norm(self.norm, "norm2")(y, self.norm_train))
-        y = common.conv(self.conv, w, 1, kernel_init=kinit, name="pw2")(y)
-        return common.make_norm(self.norm, "norm3")(y, self.norm_train)
+        lay, w, nt = self.layers, self.features, self.norm_train
+        y = lay.act()(lay.norm(name="norm1")(lay.conv(w, 1, name="pw1")(x), nt))
+        y = lay.conv(w, 3, self.stride, groups=w, name="dw")(y)
+        y = lay.act()(lay.norm(name="norm2")(y, nt))
+        return lay.norm(name="norm3")(lay.conv(w, 1, name="pw2")(y), nt)
 
 
 class DenseCNNLayer(nn.Module):
@@ -111,30 +106,25 @@ class DenseCNNLayer(nn.Module):
     pre: str
     op: str
     post_norm: bool
-    norm: str
-    act: str
-    conv: str
-    weight_init: str
+    layers: Layers
     bn_eval_quirk: bool = False
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        lay = self.layers
         nt = train and not self.bn_eval_quirk
         if self.pre == "norm_act":
-            x = common.make_norm(self.norm, "pre_norm")(x, nt)
+            x = lay.norm(name="pre_norm")(x, nt)
         if self.pre in ("act", "norm_act"):
-            x = common.make_act(self.act)(x)
+            x = lay.act()(x)
         if self.op == "conv":
-            x = common.conv(self.conv, self.features, 3, self.stride,
-                            kernel_init=common.make_init(self.weight_init, self.act),
-                            name="conv")(x)
+            x = lay.conv(self.features, 3, self.stride, name="conv")(x)
         else:
-            x = ConvDepth(self.features, self.stride, self.norm, self.act, self.conv,
-                          self.weight_init, nt, name="conv_depth")(x)
+            x = ConvDepth(self.features, self.stride, lay, nt, name="conv_depth")(x)
         if self.post_norm:
-            x = common.make_norm(self.norm, "post_norm")(x, nt)
+            x = lay.norm(name="post_norm")(x, nt)
         return x
 
 
@@ -216,10 +206,10 @@ class DenseCNN(nn.Module):
         links = self.links()
         self._check_input(x)
         depthwise = self.kind == "depthwise"
+        layers = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init)
         for k, w in enumerate(widths):
             layer = lambda j, stride, pre, op, post, k=k, w=w: DenseCNNLayer(
-                w, stride, pre, op, post, self.norm, self.act, self.conv, self.weight_init,
-                self.bn_eval_quirk, name=f"cell{k}_layer{j}")
+                w, stride, pre, op, post, layers, self.bn_eval_quirk, name=f"cell{k}_layer{j}")
             dw0 = depthwise and k > 0  # the first layer of later cells is a strided conv_depth
             # layers 0 and 1 end in the cell's norm whatever their type, like the reference
             outs = [layer(0, 1 if k == 0 else 2, "none", "conv_depth" if dw0 else "conv",

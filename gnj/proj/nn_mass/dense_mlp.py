@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gnj.models import common
+from gnj.models.layers import Layers
 from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
@@ -83,17 +83,16 @@ class MassLayer(nn.Module):
 
     in_features: int
     features: int
-    act: str
-    weight_init: str
+    layers: Layers
     act_in: bool = False
     act_out: bool = False
 
     is_block: ClassVar[bool] = True
 
     def setup(self) -> None:
-        self.phi = common.make_act(self.act)
+        self.phi = self.layers.act()
         shape = (self.in_features, self.features)
-        self.kernel = self.param("kernel", common.make_init(self.weight_init), shape)
+        self.kernel = self.param("kernel", self.layers.init, shape)
         self.bias = self.param("bias", _torch_bias(self.in_features), (self.features,))
 
     def linear(self, x: jax.Array) -> jax.Array:
@@ -169,8 +168,8 @@ class DenseMLP(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         links = self.links()
         x = jnp.reshape(x, (x.shape[0], -1))
-        layer = lambda f, j, z, **kw: MassLayer(z.shape[-1], f, self.act, self.weight_init,
-                                                name=f"layer{j}", **kw)
+        layers = Layers.from_specs("none", "plain", self.act, self.weight_init, gain=1.0)
+        layer = lambda f, j, z, **kw: MassLayer(z.shape[-1], f, layers, name=f"layer{j}", **kw)
         first = layer(self.width, 0, x, act_out=True)
         self.sow("intermediates", "pre0", first.linear(x))
         outs = [first(x, train)]
