@@ -1,9 +1,10 @@
-"""Shared plumbing for models: resolve norm / conv / activation / init specs by name.
+"""Shared plumbing for models: inits and norms from specs, PyTorch-style convs and dense
+layers, pooling, the block marker.
 
 A model never imports a specific layer: it holds spec strings (``norm="group(groups=8)"``)
-and resolves them here through the registries. Modules that are *blocks* (the unit whose
-Jacobian the analysis takes, e.g. a residual block) set ``is_block = True``; the analysis
-finds them by that marker, with no model-specific code.
+and resolves them through the registries, once, into a ``gnj.models.layers.Layers`` bundle.
+Modules that are *blocks* (the unit whose Jacobian the analysis takes, e.g. a residual block)
+set ``is_block = True``; the analysis finds them by that marker, with no model-specific code.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def conv(
     """A square conv with PyTorch padding (``k//2`` unless given): ``conv`` is a conv spec
     (``"plain"``, ``"sws"``, ...) or a factory already looked up in ``CONVS``.
 
-    The bias, when used, gets PyTorch's default U(±1/√fan_in) init, as in the references.
+    The bias, when used, gets PyTorch's default U(±1/√fan_in) init.
     """
     from gnj.nn.conv import torch_padding
 
@@ -69,8 +70,8 @@ def conv(
 def _lazy_torch_bias(receptive: int) -> Callable:
     """Bias init U(±1/√fan_in) where fan_in = receptive × in_channels, known only at init.
 
-    Flax gives the bias init only the bias shape, so in_channels is not visible; the references
-    use it, so we approximate with receptive × out_channels / groups, which matches for the
+    Flax gives the bias init only the bias shape, so in_channels is not visible; PyTorch
+    uses it, so we approximate with receptive × out_channels / groups, which matches for the
     common case in == out. Exactness of bias init is not relied on by any experiment.
     """
 

@@ -12,7 +12,7 @@ it to its blocks, which build their layers from it::
 
 Each spec is parsed and looked up once, in :meth:`Layers.from_specs`; a block holds no spec
 string. ``init`` is the kernel initializer of the block convs, built with the gain of the
-activation unless a gain is given (``docs/references.md#init-strings``).
+activation unless a gain is given.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class MobileNetV1(nn.Module):
         if x.ndim != 4 or min(x.shape[1:3]) < MIN_INPUT:
             raise ValueError(f"mobilenet_v1: input shape {tuple(x.shape[1:])} is too small for "
                              f"five stride-2 stages; need NHWC with H, W ≥ {MIN_INPUT} "
-                             "(224 in the reference)")
+                             "(224 for ImageNet)")
         layers = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init,
                                    gain=self.gain,
                                    conv_bias=conv_bias("no_norm", self.norm, self.conv))

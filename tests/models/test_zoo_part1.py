@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gnj.models import build
-from gnj.models.resnet_cifar import fixup_factor
+from gnj.proj.gne.models import fixup_factor
 from gnj.nn import inits
 from gnj.registry import NORMS
 
@@ -263,7 +263,7 @@ def test_cifar_fixup_gain_on_both_block_convs():
     assert fixup_factor(56, 2.0, 2.0) == pytest.approx(0.19245, abs=1e-5)
     assert fixup_factor(56, 1.5, 2.0) == pytest.approx(0.2903, abs=5e-4)
     # on a ResNet-20 (L = 9, p = 2, m = 2 → ×1/3), both block convs scaled, nothing else
-    kw = {"name": "resnet_cifar", "depth": 20, "width": 4, "norm": "none", "bns": True}
+    kw = {"name": "fixup_resnet_cifar", "depth": 20, "width": 4}
     x = jnp.zeros((1, 8, 8, 3))
     base = init(build(kw, 10), x, 0)["params"]
     fix = init(build({**kw, "fixup": True, "fixup_p": 2.0, "fixup_m": 2.0}, 10), x, 0)["params"]
@@ -275,18 +275,17 @@ def test_cifar_fixup_gain_on_both_block_convs():
     np.testing.assert_array_equal(fix["head"]["kernel"], base["head"]["kernel"])
     assert sorted(fix["stage3_block0"]) == ["bias0", "bias1", "bias2", "bias3", "conv1",
                                             "conv2", "scale"]
-    assert "bias" not in fix["stage3_block0"]["conv1"]  # bns: no conv bias
+    assert "bias" not in fix["stage3_block0"]["conv1"]  # Fixup scalars: no conv bias
     assert "bias0" in fix and "bias2" in fix
     # the block conv std is the kaiming ReLU std times the factor (16·9·4 = 576 weights)
     k = fix["stage3_block1"]["conv1"]["kernel"]  # (3, 3, 16, 16)
     assert float(jnp.std(k)) == pytest.approx(math.sqrt(2 / (9 * 16)) / 3, rel=0.1)
 
 
-def test_cifar_bns_forward_matches_numpy_block():
+def test_cifar_fixup_scalars_forward_matches_numpy_block():
     # stem and first block re-derived in float64: h = act(conv(x) + bias0);
     # block = act(conv2(act(conv1(h + b0) + b1) + b2)·scale + b3 + (h + b0))
-    model = build({"name": "resnet_cifar", "depth": 8, "width": 4, "norm": "none",
-                   "bns": True}, 10)
+    model = build({"name": "fixup_resnet_cifar", "depth": 8, "width": 4}, 10)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
     v = init(model, x, 1)
     params = jax.tree.map(lambda a: a + 0.1, v["params"])  # non-trivial scalars
@@ -460,10 +459,11 @@ def test_leakynet_bn_only_on_odd_blocks():
     ({"name": "densenet_cifar", "head_pool": "max"}, (32, 32, 3),
      r"densenet_cifar: head_pool 'max'; valid: avg8, global"),
     ({"name": "densenet_cifar", "transition_padding": 2}, (32, 32, 3),
-     r"transition_padding 2; valid: 1 \(as written\), 0"),
+     r"transition_padding 2; valid: 0, 1"),
     ({"name": "vgg", "cfg": "cfg_10"}, (8, 8, 3), r"vgg: input .* too small for 4 stride-2"),
     ({"name": "fixup_resnet50"}, (16, 16, 3), r"fixup_resnet: input .* H, W ≥ 32"),
-    ({"name": "resnet_cifar", "bns": True}, (32, 32, 3), r"bns=True .* needs norm='none'"),
+    ({"name": "fixup_resnet_cifar", "norm": "batch"}, (32, 32, 3),
+     r"scalars=True .* needs norm='none'"),
 ])
 def test_bad_input_names_model_value_and_allowed(spec, shape, msg):
     model = build(spec, 10)
@@ -479,27 +479,36 @@ def test_group_norm_registered_for_zoo_combos():
 def test_lubana_preact_without_norm_shortcut_reads_the_inplace_relu():
     """Beyond-BN preact block, no norm, SkipInit gain 0: the output is the identity shortcut,
     which in the reference reads the block input after its in-place ReLU."""
-    from gnj.models.resnet_cifar import BasicBlock
+    from gnj.models.layers import Layers
+    from gnj.models.resnet_cifar import PreActBlock
+    from gnj.proj.beyond_bn.models import InplaceReluPreActBlock
 
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
+    layers = Layers.from_specs(norm="none")
     for reads_relu, expected in ((True, np.maximum(np.asarray(x), 0)), (False, np.asarray(x))):
-        block = BasicBlock(3, 1, "C", "none", "relu", "kaiming_normal", "plain",
-                           "kaiming_normal", preact=True, skipinit=True,
-                           shortcut_reads_inplace_relu=reads_relu)
+        cls = InplaceReluPreActBlock if reads_relu else PreActBlock
+        block = cls(3, 1, layers, "C", skipinit=True)
         v = block.init(jax.random.PRNGKey(0), x)
         np.testing.assert_allclose(block.apply(v, x), expected, rtol=1e-6)
-    assert build({"name": "resnet56_lubana"}, 10).shortcut_reads_inplace_relu
+    lubana = build({"name": "resnet56_lubana", "norm": "none", "preact": True}, 10)
+    assert lubana.block_class() is InplaceReluPreActBlock
+    assert build({"name": "resnet56_lubana", "preact": True}, 10).block_class() is PreActBlock
 
 
 def test_densenet_without_norm_concatenates_the_inplace_activation():
     """GNEDNN bottleneck, no norm, in-place leaky ReLU: the concatenated input is act(x)."""
     from gnj.models.densenet import Bottleneck
+    from gnj.models.layers import Layers
+    from gnj.proj.gne.models import InplaceActBottleneck
 
     x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 3))
     act = "leaky_relu(negative_slope=0.3)"
     leaky = np.where(np.asarray(x) > 0, np.asarray(x), 0.3 * np.asarray(x))
-    for after_act, expected in ((True, leaky), (False, np.asarray(x))):
-        block = Bottleneck(2, "none", act, "kaiming_normal", "plain", True, after_act)
+    layers = Layers.from_specs(norm="none", act=act, conv_bias=True)
+    for cls, expected in ((InplaceActBottleneck, leaky), (Bottleneck, np.asarray(x))):
+        block = cls(2, layers)
         y = block.apply(block.init(jax.random.PRNGKey(0), x), x)
         np.testing.assert_allclose(y[..., 2:], expected, rtol=1e-6)
-    assert build({"name": "densenet_cifar"}, 10).concat_after_inplace_act
+    model = build({"name": "densenet_cifar", "norm": "none", "act": act}, 10)
+    assert model.block_class() is InplaceActBottleneck
+    assert build({"name": "densenet_cifar"}, 10).block_class() is Bottleneck

@@ -1,5 +1,5 @@
 """LeakyNet (Blumenfeld, Gilboa, Soudry, ICML 2020; BeyondSigProp ``remodel.py::LRNet``,
-REFERENCE.md §3.4): ConstNet's channel plan with **no skips**.
+docs/proj/constnet.md#leakynet): ConstNet's channel plan with **no skips**.
 
     stem conv3×3 3→16 → 3n blocks (channels 16k, 32k, 64k; stride 2 at the first block of stages 2
     and 3), block i: act(conv3×3(x + b₀)) [+ dropout] [+ norm when i is odd]

@@ -1,4 +1,4 @@
-"""ConstNet (Blumenfeld, Gilboa, Soudry, ICML 2020; REFERENCE.md §3.3).
+"""ConstNet (Blumenfeld, Gilboa, Soudry, ICML 2020; docs/proj/constnet.md#constnet).
 
 **ConstNet** (``wrn_constnet``): a Wide ResNet with *single-conv* blocks, channels
 [16, 16k, 32k, 64k], n = (depth − 4)/3 blocks per stage (the reference's rule for its single-conv
@@ -6,7 +6,7 @@ blocks: depth 16 → 4 blocks per stage). BN path: x̂ = BN(x), out = conv3×3(R
 out += x if the shape is kept, else conv1×1(ReLU(x̂)). Fixup path (``norm="none"``): x̂ = x + b₀,
 out = s·(conv(ReLU(x̂)) + b₁), same residual rule. The 1×1 projection reads ReLU(x̂): the
 reference's ReLU is in place, so by the time its projection reads x̂ the tensor holds ReLU(x̂)
-[as-written] (docs/models_part1.md, "ConstNet projection input").
+[as-written] (docs/proj/constnet.md#projection-input).
 ``projection_after_relu=False`` feeds the projection x̂ itself (gnj's behaviour before it
 followed the reference; 0.4 relative forward difference).
 Head: stem
@@ -18,7 +18,7 @@ not have), ``droprate`` (dropout after each block conv) or ``dropl1`` (dropout o
 ``varnet=True`` is the random He (fan_out) baseline. The reference evaluates each stage twice
 [as-written]; ``double_forward=True`` reproduces that, the default evaluates once.
 
-LeakyNet, the no-skip twin, is in ``gnj.models.leakynet``.
+LeakyNet, the no-skip twin, is in ``gnj.proj.constnet.leakynet``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Fixup ResNets for ImageNet, original and the Gradient-Norm-Equality variant (REFERENCE.md §1.9).
+"""Fixup ResNets for ImageNet, original and the GNE variant (docs/proj/gne.md#fixup-resnets).
 
 No normalization; scalar biases before every conv and activation and a scalar multiplier per
-block. ``variant="original"`` (Zhang et al. 2019, via GNEDNN ``fixup_resnet.py``): branch convs
+block. ``variant="original"`` (Zhang et al. 2019, as in the GNE reference code): branch convs
 N(0, √(2/fan_out))·L^(−1/(2m−2)) (L blocks; m = 3 convs per bottleneck → L^(−1/4), m = 2 per
 basic block → L^(−1/2)), the last branch conv 0, downsample N(0, √(2/fan_out)), classifier 0.
-``variant="ours"`` (Chen et al., ``fixup_resnet_ours.py``): fan_in instead of fan_out, exponent
+``variant="ours"`` (the GNE paper's variant): fan_in instead of fan_out, exponent
 −1/3 (bottleneck) or −1/1.5 (basic), downsample N(0, √(1/fan_in)). Both output exactly zero
 logits at init.
 

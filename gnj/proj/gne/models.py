@@ -70,6 +70,8 @@ class SerialNet(ResNetCifar):
 
     depth: int = 32
     stem_init: str | None = None  # None: the stem uses weight_init, like every plain conv
+
+    tiny: ClassVar[dict] = dict(depth=8, width=4, input_shape=(8, 8, 3))
     family: ClassVar[str] = "serial_net"
 
     def block_class(self) -> type[BasicBlock]:
@@ -102,6 +104,9 @@ class FixupResNetCifar(ResNetCifar):
     fixup_p: float = 1.0
     fixup_m: float = 2.0
 
+    # scalars=False: the registry-wide tests also build it with norms
+    tiny: ClassVar[dict] = dict(depth=8, width=4, scalars=False, fixup=True,
+                                input_shape=(8, 8, 3))
     family: ClassVar[str] = "fixup_resnet_cifar"
 
     def check(self, x: jax.Array) -> int:

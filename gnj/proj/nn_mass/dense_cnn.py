@@ -1,5 +1,5 @@
 """NN-Mass dense CNNs with concatenation skip links, regular and depthwise (Bhardwaj et al.;
-REFERENCE.md §4.2, §4.5).
+docs/proj/nn_mass.md#dense-cnn).
 
 ``num_cells`` cells; cell k has width w_k = 16·wm·2^k, ``cell_depth`` D layers and at most
 tc_k links per layer. With out_j the output of layer j of a cell::
@@ -21,11 +21,11 @@ stride 2), use ``conv_depth`` in place of the 3×3 conv: 1×1 (in→w) → N →
 (stride) → N → φ → 1×1 (w→w) → N; layer 0 of cell 0 stays a 3×3 conv. As in the reference, the
 cell's own norm N₀ / N₁ still follows layers 0 and 1 whatever the layer type (so a conv_depth
 layer 0 or 1 ends in two norms in a row). This gives the reference's 867,656 parameters for the
-train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/models_part2.md.
+train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/proj/nn_mass.md#dense-cnn.
 
 Quirks and deliberate choices:
 
-- Links (``gnj.models.links``): ``link_sampler="python_random"`` (default) draws them exactly as
+- Links (``gnj.proj.nn_mass.links``): ``link_sampler="python_random"`` (default) draws them exactly as
   the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
   reference's ``random.seed(2)``), ``random.sample`` per layer, cell by cell, indices in the
   order drawn: the reference's own links. ``link_sampler="numpy"`` uses NumPy's
@@ -72,7 +72,7 @@ def cell_link_counts(width: int, cell_depth: int, tc: int) -> tuple[list[int], l
 
 def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int,
                       sampler: str = "python_random") -> list[list[np.ndarray]]:
-    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``gnj.models.links``)."""
+    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``gnj.proj.nn_mass.links``)."""
     groups = [cell_link_counts(w, cell_depth, tc) for w, tc in zip(widths, tcs)]
     return link_sampling.sample_links(groups, seed, sampler)
 

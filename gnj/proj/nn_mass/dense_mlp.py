@@ -1,4 +1,5 @@
-"""NN-Mass dense MLP with DenseNet-type random skip links (Bhardwaj et al.; REFERENCE §4.2, §4.4).
+"""NN-Mass dense MLP with DenseNet-type random skip links (Bhardwaj et al.;
+docs/proj/nn_mass.md#dense-mlp).
 
 Width w, depth d (number of Linear layers), at most ``tc`` links per layer::
 
@@ -11,12 +12,12 @@ predecessor; layer j takes tc_j = min(tc, (j−1)·w) of them (clamped like the 
 ValueError (it would only mean "fully linked"); ``strict_tc=False`` accepts any tc ≥ 0 like the
 reference. The reference's train_mlp defaults (w 8, d 4, tc 20) are therefore our defaults with
 tc 16 — the same, fully linked network — or tc 20 with ``strict_tc=False``.
-``gnj.models.nn_mass`` always uses the clamped counts, so it is defined for any tc ≥ 0.
+The NN-Mass of the net always uses the clamped counts, so it is defined for any tc ≥ 0.
 
 Deliberate differences from the reference:
 
 - The reference calls ``random.sample`` unseeded, so each instance differs. Here the links come
-  from ``gnj.models.links``: ``link_sampler="python_random"`` (default) draws them as the
+  from ``gnj.proj.nn_mass.links``: ``link_sampler="python_random"`` (default) draws them as the
   reference does (``random.sample`` per layer, indices in the order drawn) from
   ``random.Random(topology_seed)``, i.e. the reference's topology after
   ``random.seed(topology_seed)``; ``link_sampler="numpy"`` uses NumPy's
@@ -24,7 +25,7 @@ Deliberate differences from the reference:
   topologies, as ``ldi.py`` does with its 5 iterations.
 - The reference's BatchNorm1d modules are built but never used; they are left out.
 
-Analysis hooks (for LDI, ``gnj.analysis.ldi``; §4.3):
+Analysis hooks (for LDI, docs/proj/nn_mass.md#ldi):
 
 - every layer is a block (``is_block = True``) whose ``__call__`` maps the layer's own input to
   its output, so the block Jacobians are J₀ = diag(φ′(L₀x))·W₀, J₁ = W₁ and
@@ -59,7 +60,7 @@ def link_counts(width: int, depth: int, tc: int) -> tuple[list[int], list[int]]:
 
 def sample_links(width: int, depth: int, tc: int, seed: int,
                  sampler: str = "python_random") -> list[np.ndarray]:
-    """Link indices into ``feat_{j−2}`` for every layer j = 2 … d−1 (``gnj.models.links``).
+    """Link indices into ``feat_{j−2}`` for every layer j = 2 … d−1 (``gnj.proj.nn_mass.links``).
 
     ``feat_{j−2} = [o_{j−2}, …, o₀]`` (newest first), so index i picks unit ``i mod w`` of
     output ``o_{j−2−i//w}``.
@@ -197,7 +198,7 @@ class LayerFactors:
 
 
 def layer_jacobian_factors(model: DenseMLP, variables: Any, x: jax.Array) -> list[LayerFactors]:
-    """The LDI layer-Jacobian factors of a ``dense_mlp`` at inputs ``x`` (REFERENCE §4.3).
+    """The LDI layer-Jacobian factors of a ``dense_mlp`` at inputs ``x`` (docs/proj/nn_mass.md#ldi).
 
     Layer 0: left = L₀x. Layer 1: no factor. Layers j ≥ 2: right = in_j = [o_{j−1}, links],
     the last layer included (the reference's LDI convention).
