@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -113,3 +113,9 @@ class ConvNormAct(nn.Module):
         x = self.layers.conv(self.features, self.kernel_size, self.stride, groups=groups,
                              name="conv")(x)
         return self.layers.act()(self.layers.norm(name="norm")(x, train))
+
+
+class ConvNormActBlock(ConvNormAct):
+    """:class:`ConvNormAct` marked as a block for block-wise analysis."""
+
+    is_block: ClassVar[bool] = True

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 
 from gnj.models import common
-from gnj.models.layers import ConvNormAct, Layers
+from gnj.models.layers import ConvNormActBlock, Layers
 from gnj.models.resnet_cifar import SQRT2, conv_bias
 from gnj.registry import MODELS
 
@@ -34,12 +34,6 @@ BLOCKS: tuple[tuple[int, int], ...] = (
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 STEM = 32
 MIN_INPUT = 32  # five stride-2 convs
-
-
-class ConvNormActBlock(ConvNormAct):
-    """conv k×k [+ norm] + act as a block: the stem and the dense variant's blocks."""
-
-    is_block: ClassVar[bool] = True
 
 
 class DepthwiseSeparable(nn.Module):

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from gnj.models import common
-from gnj.models.layers import Layers
+from gnj.models.layers import ConvNormActBlock, Layers
 from gnj.models.resnet_cifar import conv_bias
 from gnj.registry import MODELS
 
@@ -36,21 +36,6 @@ def resolve_cfg(cfg: str | tuple) -> tuple:
             raise ValueError(f"vgg: unknown cfg {cfg!r}; valid: {', '.join(CFGS)}, uniform_<n>")
         return CFGS[cfg]
     return tuple(tuple(c) if isinstance(c, list) else c for c in cfg)
-
-
-class ConvLayer(nn.Module):
-    """conv3×3 (stride) → norm → act."""
-
-    features: int
-    stride: int
-    layers: Layers
-
-    is_block: ClassVar[bool] = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = self.layers.conv(self.features, 3, self.stride, name="conv")(x)
-        return self.layers.act()(self.layers.norm(name="norm")(x, train))
 
 
 @MODELS.register("vgg")
@@ -77,6 +62,6 @@ class VGG(nn.Module):
                                    conv_bias=conv_bias("reparam_conv", self.norm, self.conv))
         for i, c in enumerate(layers):
             width, stride = (c if isinstance(c, tuple) else (c, 1))
-            x = ConvLayer(width, stride, bundle, name=f"layer{i}")(x, train)
+            x = ConvNormActBlock(width, 3, stride, bundle, name=f"layer{i}")(x, train)
         x = common.global_avg_pool(x)
         return common.dense(self.num_classes, name="head")(x)
