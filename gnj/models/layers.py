@@ -40,8 +40,9 @@ class Layers:
     """Resolved layer factories; build with :meth:`from_specs`.
 
     ``norm_spec`` / ``conv_spec`` / ``act_spec`` keep the spec strings for rules that read the
-    names (``has_norm``, a conv-bias rule); the factories are the registries' entries with the
-    spec's arguments applied. ``conv_bias``: the default ``use_bias`` of :meth:`conv`.
+    names; the factories are the registries' entries with the spec's arguments applied.
+    ``conv_bias``: the default ``use_bias`` of :meth:`conv`; ``has_norm``: False when the norm
+    is the identity (``none``).
     """
 
     norm_spec: str
@@ -49,6 +50,7 @@ class Layers:
     act_spec: str
     init: Initializer
     conv_bias: bool
+    has_norm: bool
     norm_factory: functools.partial
     conv_factory: functools.partial
     act_factory: functools.partial
@@ -64,7 +66,7 @@ class Layers:
         entry = act_factory.func
         return cls(norm_spec=norm, conv_spec=conv, act_spec=act,
                    init=common.make_init(init, act, gain) if isinstance(init, str) else init,
-                   conv_bias=conv_bias,
+                   conv_bias=conv_bias, has_norm=not is_no_norm(norm),
                    norm_factory=NORMS.lookup(norm), conv_factory=CONVS.lookup(conv),
                    act_factory=act_factory,
                    act_takes_name=isinstance(entry, type) and issubclass(entry, nn.Module))
@@ -72,11 +74,6 @@ class Layers:
     def replace(self, **changes: Any) -> Layers:
         """A copy with some fields changed, e.g. ``layers.replace(init=other_init)``."""
         return dataclasses.replace(self, **changes)
-
-    @property
-    def has_norm(self) -> bool:
-        """False when the norm is the identity (``none``)."""
-        return not is_no_norm(self.norm_spec)
 
     def norm(self, name: str | None = None, **kwargs: Any) -> nn.Module:
         """A new norm module; ``kwargs`` are extra constructor arguments (e.g. ``scale_init``)."""
