@@ -83,8 +83,8 @@ def analyze(model: Any, variables: Any, images: jax.Array, num_probes: int = 16,
             result["spectrum"][name] = spectrum.block_spectrum(
                 model, variables, images, name, spectrum_probes, lanczos_steps, k_spec,
                 exact_max_bytes)
-    from gnj.proj.nn_mass import dense_mlp
     from gnj.models.nn_mass import nn_mass
+    from gnj.proj.nn_mass import dense_mlp
 
     if isinstance(model, dense_mlp.DenseMLP):
         flat = jnp.reshape(images, (images.shape[0], -1))

@@ -25,8 +25,8 @@ train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/proj/nn_ma
 
 Quirks and deliberate choices:
 
-- Links (``gnj.proj.nn_mass.links``): ``link_sampler="python_random"`` (default) draws them exactly as
-  the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
+- Links (``gnj.proj.nn_mass.links``): ``link_sampler="python_random"`` (default) draws them
+  exactly as the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
   reference's ``random.seed(2)``), ``random.sample`` per layer, cell by cell, indices in the
   order drawn: the reference's own links. ``link_sampler="numpy"`` uses NumPy's
   ``RandomState(topology_seed)`` instead (sorted; another topology of the same density).
@@ -72,7 +72,7 @@ def cell_link_counts(width: int, cell_depth: int, tc: int) -> tuple[list[int], l
 
 def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int,
                       sampler: str = "python_random") -> list[list[np.ndarray]]:
-    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``gnj.proj.nn_mass.links``)."""
+    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``links``)."""
     groups = [cell_link_counts(w, cell_depth, tc) for w, tc in zip(widths, tcs)]
     return link_sampling.sample_links(groups, seed, sampler)
 
