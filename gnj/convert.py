@@ -148,7 +148,7 @@ def _constnet(model: Any) -> NameMap:
     """BeyondSigProp ``model.py::WideResNet``: conv1, block{s}.layer.{i}.{bn, conv, conv_res,
     scale, biases.0, biases.1}, fc. The BN path never uses ``scale`` / ``biases``, the Fixup path
     never uses ``bn``; ``biases.1`` and ``scale`` are Fixup's b₁ and s."""
-    from gnj.models.wrn import blocks_per_stage
+    from gnj.proj.constnet.models import blocks_per_stage
 
     m = NameMap(modules={"conv1": "stem", "fc": "fc"})
     fixup = model.norm in ("none", "identity", "plain")
@@ -171,7 +171,7 @@ def _leakynet(model: Any) -> NameMap:
     """BeyondSigProp ``remodel.py::LRNet``: conv1, block{s}.layer.{i}.{bn, conv, biases.0},
     fc; block index i counts globally (phase −1 on odd blocks, the only ones whose ``bn`` runs).
     Unused: ``biases.1`` of every block, ``bn`` of even blocks (and of all without a norm)."""
-    from gnj.models.wrn import blocks_per_stage
+    from gnj.proj.constnet.models import blocks_per_stage
 
     n = blocks_per_stage(model.depth, "leakynet")
     m = NameMap(modules={"conv1": "stem", "fc": "fc"}, unused=[r"block\d\.layer\.\d+\.biases\.1"])

@@ -119,8 +119,9 @@ def _densenet_runs() -> dict[str, dict]:
 
 def _resnet(norm: str = "batch", conv: str = "plain", fixup_p: float | None = None,
             bns: bool = False) -> dict:
-    m = dict(name="resnet_cifar", depth=56, width=16, shortcut="A", norm=norm, act="relu",
-             conv=conv, bns=bns)
+    # Fixup scalars (the 's' runs): the paper's fixup_resnet_cifar (gnj/proj/gne/models.py)
+    m = dict(name="fixup_resnet_cifar" if bns else "resnet_cifar", depth=56, width=16,
+             shortcut="A", norm=norm, act="relu", conv=conv)
     if fixup_p is not None:  # gain × L^(−p/(2m)), L = (56 − 2)/2 = 27, m = 2
         m["weight_init"] = f"fixup(num_layers=27, m=2, variant='cifar', p={fixup_p!r})"
     return m
@@ -185,7 +186,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.update(dict(name="sgd", lr=lr, momentum=0.9, weight_decay=5e-4, wd_mask=WD_MASK,
                         schedule=f"multistep(milestones={tuple(milestones)!r}, multiplier=0.1)",
                         clip_value=2.0))
-    if run["model"].get("bns"):
+    if run["model"]["name"] == "fixup_resnet_cifar":
         # Fixup scalars (biasN, scale) at lr/10; every group decayed with 1e-4
         c.optim.update(dict(weight_decay=1e-4, wd_mask=".*", lr_mult_regex=r"(bias\d|scale)$",
                             lr_mult=0.1, wd_mult=1.0))

@@ -9,15 +9,9 @@ from typing import Any
 
 import flax.linen as nn
 
-import gnj.models.dense_cnn  # noqa: F401  (part 2: registers its models)
-import gnj.models.densenet  # noqa: F401  (part 1: registers its models)
-import gnj.models.leakynet  # noqa: F401
-import gnj.models.mobilenet  # noqa: F401
-import gnj.models.mobilenet_v2  # noqa: F401
-import gnj.models.serial  # noqa: F401
 import gnj.nn  # noqa: F401  (registers layers)
 from gnj import precision
-from gnj.models import dense_mlp, fixup_resnet, mlp, resnet, resnet_cifar, vgg, wrn  # noqa: F401
+from gnj.models import densenet, mlp, mobilenet, mobilenet_v2, resnet, resnet_cifar, vgg  # noqa: F401
 from gnj.registry import MODELS
 
 

@@ -1,9 +1,10 @@
-"""Shared plumbing for models: resolve norm / conv / activation / init specs by name.
+"""Shared plumbing for models: inits and norms from specs, PyTorch-style convs and dense
+layers, pooling, the block marker.
 
 A model never imports a specific layer: it holds spec strings (``norm="group(groups=8)"``)
-and resolves them here through the registries. Modules that are *blocks* (the unit whose
-Jacobian the analysis takes, e.g. a residual block) set ``is_block = True``; the analysis
-finds them by that marker, with no model-specific code.
+and resolves them through the registries, once, into a ``gnj.models.layers.Layers`` bundle.
+Modules that are *blocks* (the unit whose Jacobian the analysis takes, e.g. a residual block)
+set ``is_block = True``; the analysis finds them by that marker, with no model-specific code.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from gnj.nn import activations, inits
-from gnj.registry import ACTIVATIONS, CONVS, INITS, NORMS, spec_name
+from gnj.registry import CONVS, INITS, NORMS
 
 
 def make_norm(spec: str, name: str | None = None, **kwargs: Any) -> nn.Module:
@@ -24,24 +25,15 @@ def make_norm(spec: str, name: str | None = None, **kwargs: Any) -> nn.Module:
     return NORMS.lookup(spec, **kwargs)(name=name)
 
 
-def make_act(spec: str, name: str | None = None) -> nn.Module:
-    """An activation module from its spec, e.g. ``make_act("leaky_relu(negative_slope=0.1)")``."""
-    return ACTIVATIONS.lookup(spec)(name=name) if _takes_name(spec) else ACTIVATIONS.lookup(spec)()
-
-
-def _takes_name(spec: str) -> bool:
-    factory = ACTIVATIONS.get(spec_name(spec))
-    return isinstance(factory, type) and issubclass(factory, nn.Module)
-
-
 def make_init(spec: str, act: str | None = None, gain: float | None = None) -> Callable:
-    """Kernel initializer from its spec; the gain defaults to that of activation ``act``."""
+    """Kernel initializer from its spec; the gain is ``gain``, else that of activation ``act``
+    (1 without either); a gain written in the spec wins over both."""
     default_gain = gain if gain is not None else (activations.gain(act) if act else 1.0)
     return INITS.lookup(spec, gain=default_gain)()
 
 
 def conv(
-    spec: str,
+    conv: str | Callable[..., nn.Module],
     features: int,
     kernel_size: int,
     stride: int = 1,
@@ -52,9 +44,10 @@ def conv(
     groups: int = 1,
     name: str | None = None,
 ) -> nn.Module:
-    """A square conv with PyTorch padding (``k//2`` unless given) built from conv spec ``spec``.
+    """A square conv with PyTorch padding (``k//2`` unless given): ``conv`` is a conv spec
+    (``"plain"``, ``"sws"``, ...) or a factory already looked up in ``CONVS``.
 
-    The bias, when used, gets PyTorch's default U(±1/√fan_in) init, as in the references.
+    The bias, when used, gets PyTorch's default U(±1/√fan_in) init.
     """
     from gnj.nn.conv import torch_padding
 
@@ -71,14 +64,14 @@ def conv(
         kwargs["kernel_init"] = kernel_init
     if use_bias:
         kwargs["bias_init"] = _lazy_torch_bias(kernel_size * kernel_size)
-    return CONVS.lookup(spec)(**kwargs)
+    return (CONVS.lookup(conv) if isinstance(conv, str) else conv)(**kwargs)
 
 
 def _lazy_torch_bias(receptive: int) -> Callable:
     """Bias init U(±1/√fan_in) where fan_in = receptive × in_channels, known only at init.
 
-    Flax gives the bias init only the bias shape, so in_channels is not visible; the references
-    use it, so we approximate with receptive × out_channels / groups, which matches for the
+    Flax gives the bias init only the bias shape, so in_channels is not visible; PyTorch
+    uses it, so we approximate with receptive × out_channels / groups, which matches for the
     common case in == out. Exactness of bias init is not relied on by any experiment.
     """
 

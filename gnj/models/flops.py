@@ -1,16 +1,15 @@
-"""FLOPs of one forward pass of one sample, counted as the NN-Mass reference counts them.
+"""FLOPs of one forward pass of one sample (docs/references.md#flops).
 
-The reference (``Dense_MLP.param_num``) counts, per Linear layer, 2·in·out + out: two FLOPs per
-multiply-accumulate and one per bias addition; activations are not counted (docs/models_part2.md,
-"FLOPs"). gnj applies the same rule to every model:
+Per conv or matmul, two FLOPs per multiply-accumulate; per conv/dense layer with a bias, one
+FLOP per output element; activations, norms, pooling, concatenations and branch additions are
+not counted:
 
     FLOPs = 2 · Σ_{conv, matmul} MACs + Σ_{conv/dense layers with a bias} (output elements)
 
 with MACs(conv) = output elements · kh·kw·C_in/groups and MACs(matmul) = output elements · the
-contracted length, read from the traced eval-mode forward at batch 1; norms, activations,
-pooling, concatenation and additions of branches are not counted. For ``dense_mlp`` it is the
-reference's formula from the layer sizes (the traced forward also computes L₀x a second time
-for its LDI hook).
+contracted length, read from the traced eval-mode forward at batch 1. A model that defines
+``flops(input_shape)`` gives its own count from its sizes instead (for a dense layer the same
+rule, 2·in·out + out).
 """
 
 from __future__ import annotations
@@ -58,12 +57,10 @@ def matmul_macs(jaxpr: Any) -> int:
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...], variables: Any = None) -> int:
     """FLOPs of ``model`` on one sample of ``input_shape`` (no batch axis); see the module doc."""
-    from gnj.models import dense_mlp
     from gnj.nn import onednn_conv
 
-    if isinstance(model, dense_mlp.DenseMLP):
-        rows = model.structure(math.prod(input_shape))
-        return sum(2 * r["inp"] * r["out"] + r["out"] for r in rows)
+    if callable(getattr(model, "flops", None)):
+        return model.flops(input_shape)
     x = jnp.zeros((1, *input_shape), jnp.float32)
     if variables is None:
         variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))

@@ -1,7 +1,7 @@
 """Plain multilayer perceptron: Linear → [norm] → act per hidden layer, Linear head.
 
-Covers the Online Normalization FMNIST MLP (784-500-300-10, no bias, xavier-uniform; REFERENCE.md
-§5.6) and the plain deep MLPs of the signal-propagation tests. Each hidden layer is a block.
+Hidden layers use ``weight_init`` with the activation's gain; the head ``head_init`` (default:
+``weight_init``) with gain 1; ``use_bias`` applies to every layer. Each hidden layer is a block.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
+from gnj.models.layers import Layers
 from gnj.registry import MODELS
 
 
@@ -20,19 +21,16 @@ class DenseLayer(nn.Module):
     """One hidden layer: ``act(norm(W x + b))``."""
 
     features: int
-    norm: str
-    act: str
-    weight_init: str
+    layers: Layers
     use_bias: bool
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = common.dense(self.features, use_bias=self.use_bias,
-                         kernel_init=common.make_init(self.weight_init, self.act), name="dense")(x)
-        x = common.make_norm(self.norm, "norm")(x, train)
-        return common.make_act(self.act)(x)
+        x = common.dense(self.features, use_bias=self.use_bias, kernel_init=self.layers.init,
+                         name="dense")(x)
+        return self.layers.act()(self.layers.norm(name="norm")(x, train))
 
 
 @MODELS.register("mlp")
@@ -52,9 +50,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = jnp.reshape(x, (x.shape[0], -1))
+        layers = Layers.from_specs(norm=self.norm, act=self.act, init=self.weight_init)
         for i, width in enumerate(self.hidden):
-            x = DenseLayer(width, self.norm, self.act, self.weight_init, self.use_bias,
-                           name=f"layer{i}")(x, train)
+            x = DenseLayer(width, layers, self.use_bias, name=f"layer{i}")(x, train)
         head_init = common.make_init(self.head_init or self.weight_init, "linear")
         return common.dense(self.num_classes, use_bias=self.use_bias, kernel_init=head_init,
                             name="head")(x)

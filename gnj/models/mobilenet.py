@@ -1,20 +1,19 @@
-"""MobileNet v1 and its dense twin, as in GNEDNN (REFERENCE.md §1.5, ``mobilenet.py``).
+"""MobileNet v1 and its dense twin (docs/references.md#mobilenet).
 
     stem conv3×3 3→32 stride 2 [+ norm] + act
     13 depthwise-separable blocks: dw conv3×3 (stride s, one group per channel) [+ norm] + act,
         pw conv1×1 [+ norm] + act, with (out, s) = (64,1) (128,2) (128,1) (256,2) (256,1) (512,2)
         (512,1)×5 (1024,2) (1024,1)
-    global mean pool (the reference's AvgPool(7) on the 7×7 map of a 224 input) → Linear(1024, C)
+    global mean pool (the 7×7 map of a 224 input) → Linear(1024, C)
 
-``dense=True`` (``--dense``) replaces every dw + pw pair with a single dense 3×3 conv in → out
+``dense=True`` replaces every dw + pw pair with a single dense 3×3 conv in → out
 (stride s) [+ norm] + act. Every block gets its own activation instance (PReLU slopes are per
-block). ``width`` multiplies every channel count (1.0 in the reference).
+block). ``width`` multiplies every channel count.
 
-Init (GNEDNN ``initialization()``): every conv ``weight_init`` with gain ``gain``, whose default
-is **1.0** [as-written] (``mobilenet_main --gain`` defaults to 1, so even ReLU runs use
+Init: every conv ``weight_init`` with gain ``gain``, default **1.0** (so even ReLU nets get
 std = 1/√fan_in); ``gain=None`` takes the activation's gain instead. The classifier is
-kaiming_normal with the ReLU gain. Conv bias only without norm (GNEDNN's CIFAR convention;
-REFERENCE.md does not say for MobileNet). 224 input, 1000 classes, BN: 4,231,976 parameters.
+kaiming_normal with the ReLU gain. Conv bias only without a norm. 224 input, 1000 classes, BN:
+4,231,976 parameters.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import flax.linen as nn
 import jax
 
 from gnj.models import common
+from gnj.models.layers import ConvNormActBlock, Layers
 from gnj.models.resnet_cifar import SQRT2, conv_bias
 from gnj.registry import MODELS
 
@@ -36,51 +36,20 @@ STEM = 32
 MIN_INPUT = 32  # five stride-2 convs
 
 
-class ConvNormAct(nn.Module):
-    """conv k×k (stride, groups) [+ norm] + act; the stem and the dense variant's blocks."""
-
-    features: int
-    kernel: int
-    stride: int
-    norm: str
-    act: str
-    weight_init: str
-    gain: float | None
-    conv: str
-    use_bias: bool
-    groups: int = 1
-
-    is_block: ClassVar[bool] = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        groups = x.shape[-1] if self.groups == -1 else self.groups
-        x = common.conv(self.conv, self.features, self.kernel, self.stride,
-                        use_bias=self.use_bias, groups=groups,
-                        kernel_init=common.make_init(self.weight_init, self.act, self.gain),
-                        name="conv")(x)
-        return common.make_act(self.act)(common.make_norm(self.norm, "norm")(x, train))
-
-
 class DepthwiseSeparable(nn.Module):
     """dw conv3×3 (stride) [+ norm] + act, then pw conv1×1 [+ norm] + act."""
 
     features: int
     stride: int
-    norm: str
-    act: str
-    weight_init: str
-    gain: float | None
-    conv: str
-    use_bias: bool
+    layers: Layers
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        common_args = (self.norm, self.act, self.weight_init, self.gain, self.conv, self.use_bias)
-        x = ConvNormAct(x.shape[-1], 3, self.stride, *common_args, groups=-1, name="dw")(x, train)
-        return ConvNormAct(self.features, 1, 1, *common_args, name="pw")(x, train)
+        x = ConvNormActBlock(x.shape[-1], 3, self.stride, self.layers, groups=-1,
+                             name="dw")(x, train)
+        return ConvNormActBlock(self.features, 1, 1, self.layers, name="pw")(x, train)
 
 
 @MODELS.register("mobilenet_v1")
@@ -109,15 +78,16 @@ class MobileNetV1(nn.Module):
         if x.ndim != 4 or min(x.shape[1:3]) < MIN_INPUT:
             raise ValueError(f"mobilenet_v1: input shape {tuple(x.shape[1:])} is too small for "
                              f"five stride-2 stages; need NHWC with H, W ≥ {MIN_INPUT} "
-                             "(224 in the reference)")
-        bias = conv_bias("no_norm", self.norm, self.conv)
-        args = (self.norm, self.act, self.weight_init, self.gain, self.conv, bias)
-        x = ConvNormAct(self._ch(STEM), 3, 2, *args, name="stem")(x, train)
+                             "(224 for ImageNet)")
+        layers = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init,
+                                   gain=self.gain,
+                                   conv_bias=conv_bias("no_norm", self.norm, self.conv))
+        x = ConvNormActBlock(self._ch(STEM), 3, 2, layers, name="stem")(x, train)
         for i, (c, s) in enumerate(BLOCKS):
             if self.dense:
-                x = ConvNormAct(self._ch(c), 3, s, *args, name=f"block{i}")(x, train)
+                x = ConvNormActBlock(self._ch(c), 3, s, layers, name=f"block{i}")(x, train)
             else:
-                x = DepthwiseSeparable(self._ch(c), s, *args, name=f"block{i}")(x, train)
+                x = DepthwiseSeparable(self._ch(c), s, layers, name=f"block{i}")(x, train)
         x = common.global_avg_pool(x)
         return common.dense(self.num_classes, kernel_init=common.make_init(self.head_init),
                             name="head")(x)

@@ -1,5 +1,4 @@
-"""torchvision-shaped MobileNetV2 (used by NN_Mass ``model_zoo`` / ``train_imagenet.py``;
-REFERENCE.md §4.6).
+"""torchvision-shaped MobileNetV2 (docs/references.md#torchvision-models).
 
 Layout (torchvision ``mobilenetv2.py``, width multiplier ``width_mult``, channels rounded by
 ``make_divisible(·, round_nearest)``)::
@@ -13,12 +12,7 @@ Layout (torchvision ``mobilenetv2.py``, width multiplier ``width_mult``, channel
 
 ``act`` defaults to ReLU6, convs are kaiming-normal(fan_out) (gain √2), norms γ=1 β=0, the
 classifier N(0, 0.01) with zero bias — torchvision's init. Every inverted residual is a block
-(``is_block``). NN-Mass of the residual blocks: ``gnj.models.nn_mass`` (§4.2).
-
-Presets: ``mobilenet_v2`` (torchvision's standard setting, NN-Mass 1287 at wm 1) and
-``mobilenet_v2_nn_mass_deep``, the setting hard-coded in NN_Mass ``train_imagenet.py`` (wm 1.1 and
-the deeper rows ``DEEP_SETTING``; NN-Mass 1797) [as-written there: it ignores ``-a`` and
-``--width-mult``; here it is simply a preset].
+(``is_block``). ``inverted_residual_setting`` replaces torchvision's rows (t, c, n, s).
 
 Deliberate difference: the input must be at least as large as the total stride (32 for the
 standard setting); torchvision would silently run down to 1×1 maps.
@@ -32,16 +26,14 @@ import flax.linen as nn
 import jax
 
 from gnj.models import common
+from gnj.models.layers import ConvNormAct, Layers
+from gnj.nn import activations
 from gnj.registry import MODELS
 
 SQRT2 = 1.4142135623730951
 #: torchvision's (t, c, n, s) rows.
 STANDARD_SETTING: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-    (6, 320, 1, 1))
-#: NN_Mass ``train_imagenet.py``'s deeper rows (used with width_mult 1.1).
-DEEP_SETTING: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 2, 1), (6, 24, 3, 2), (6, 32, 4, 2), (6, 64, 5, 2), (6, 96, 4, 1), (6, 160, 3, 2),
     (6, 320, 1, 1))
 
 
@@ -92,49 +84,22 @@ def block_specs(width_mult: float, setting, round_nearest: int = 8
     return make_divisible(32 * width_mult, round_nearest), specs, last
 
 
-class ConvNormAct(nn.Module):
-    """conv k×k (stride, groups) → norm → act (torchvision ``ConvBNReLU``)."""
-
-    features: int
-    kernel_size: int
-    stride: int
-    groups: int
-    norm: str
-    act: str
-    conv: str
-    weight_init: str
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = common.conv(self.conv, self.features, self.kernel_size, self.stride,
-                        kernel_init=common.make_init(self.weight_init, "relu"),
-                        groups=self.groups, name="conv")(x)
-        return common.make_act(self.act)(common.make_norm(self.norm, "norm")(x, train))
-
-
 class InvertedResidual(nn.Module):
     """MobileNetV2 inverted residual (see the module docstring)."""
 
     spec: BlockSpec
-    norm: str
-    act: str
-    conv: str
-    weight_init: str
+    layers: Layers
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        s = self.spec
-        cna = lambda f, k, stride, groups, name: ConvNormAct(
-            f, k, stride, groups, self.norm, self.act, self.conv, self.weight_init, name=name)
+        s, lay = self.spec, self.layers
         y = x
         if s.expand_ratio != 1:
-            y = cna(s.hidden, 1, 1, 1, "expand")(y, train)
-        y = cna(s.hidden, 3, s.stride, s.hidden, "depthwise")(y, train)
-        y = common.conv(self.conv, s.oup, 1, kernel_init=common.make_init(self.weight_init, "relu"),
-                        name="project")(y)
-        y = common.make_norm(self.norm, "project_norm")(y, train)
+            y = ConvNormAct(s.hidden, 1, 1, lay, name="expand")(y, train)
+        y = ConvNormAct(s.hidden, 3, s.stride, lay, groups=s.hidden, name="depthwise")(y, train)
+        y = lay.norm(name="project_norm")(lay.conv(s.oup, 1, name="project")(y), train)
         return x + y if s.residual else y
 
 
@@ -173,22 +138,14 @@ class MobileNetV2(nn.Module):
         if min(x.shape[1:3]) < reduction:
             raise ValueError(f"mobilenet_v2: input {x.shape[1:3]} is too small for its stride-2 "
                              f"stages; need at least {reduction}×{reduction}")
-        cna = lambda f, k, stride, name: ConvNormAct(f, k, stride, 1, self.norm, self.act,
-                                                     self.conv, self.weight_init, name=name)
-        x = cna(stem, 3, 2, "stem")(x, train)
+        # every conv's init takes the ReLU gain, whatever the activation
+        layers = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init,
+                                   gain=activations.gain("relu"))
+        x = ConvNormAct(stem, 3, 2, layers, name="stem")(x, train)
         for i, s in enumerate(specs):
-            x = InvertedResidual(s, self.norm, self.act, self.conv, self.weight_init,
-                                 name=f"block{i}")(x, train)
-        x = cna(last, 1, 1, "last")(x, train)
+            x = InvertedResidual(s, layers, name=f"block{i}")(x, train)
+        x = ConvNormAct(last, 1, 1, layers, name="last")(x, train)
         x = common.global_avg_pool(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return common.dense(self.num_classes, kernel_init=nn.initializers.normal(self.head_std),
                             bias_init=nn.initializers.zeros, name="classifier")(x)
-
-
-@MODELS.register("mobilenet_v2_nn_mass_deep")
-class MobileNetV2Deep(MobileNetV2):
-    """NN_Mass ``train_imagenet.py``'s MobileNetV2: width 1.1, ``DEEP_SETTING`` (NN-Mass 1797)."""
-
-    width_mult: float = 1.1
-    inverted_residual_setting: tuple | None = DEEP_SETTING

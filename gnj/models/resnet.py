@@ -1,19 +1,17 @@
-"""torchvision-shaped ImageNet ResNets, ResNeXts and Wide ResNets, with any norm.
+"""torchvision-shaped ImageNet ResNets, ResNeXts and Wide ResNets, with any norm
+(docs/references.md#torchvision-models).
 
-Follows torchvision's ``resnet.py`` layout (used by NN_Mass ``model_zoo``, Online Normalization's
-ImageNet ResNets and, with ``conv="centered", norm="smn"``, GNEDNN's SMN ResNet-50;
-REFERENCE.md §1.5, §4.6, §5.4): stem 7×7/2 conv → norm → ReLU → 3×3/2 max-pool (or a 3×3/1 stem
-without pool when ``cifar_stem``), four stages of basic or bottleneck blocks (stride on the 3×3
-conv, torchvision v1.5), downsample 1×1 conv + norm, global average pool, Linear. Convs are
-kaiming-normal with fan_out (torchvision's init); norms start at γ=1, β=0; ``zero_init_residual``
-zeroes the last norm's γ of each block (a ValueError for norms without a scale, e.g. ``none``).
-Every norm of the net, downsample norms included, is ``norm`` (Chiley's ``--norm-mode``, §5.4);
-``act`` (default ReLU) replaces every ReLU. The classifier keeps PyTorch's default Linear init.
-Each block is a block for analysis (``is_block``). NN-Mass: ``gnj.models.nn_mass`` (§4.2).
+torchvision's ``resnet.py`` layout: stem 7×7/2 conv → norm → act → 3×3/2 max-pool (or a 3×3/1
+stem without pool when ``cifar_stem``), four stages of basic or bottleneck blocks (stride on the
+3×3 conv, torchvision v1.5), downsample 1×1 conv + norm, global average pool, Linear. Convs are
+kaiming-normal with fan_out and the ReLU gain (torchvision's init); norms start at γ=1, β=0;
+``zero_init_residual`` zeroes the last norm's γ of each block (a ValueError for norms without a
+scale, e.g. ``none``). Every norm of the net, downsample norms included, is ``norm``; ``act``
+(default ReLU) replaces every ReLU. The classifier keeps PyTorch's default Linear init. Each
+block is a block for analysis (``is_block``).
 
 Presets: ``resnet18`` … ``resnet152``, ``resnext50_32x4d``, ``resnext101_32x8d``,
-``wide_resnet50_2``, ``wide_resnet101_2`` (each = ``resnet_imagenet(arch=...)``). Chen's SMN
-ResNet-50 (§1.5) is ``resnet50(conv="centered", norm="smn")``.
+``wide_resnet50_2``, ``wide_resnet101_2`` (each = ``resnet_imagenet(arch=...)``).
 """
 
 from __future__ import annotations
@@ -25,6 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
+from gnj.models.layers import Layers
+from gnj.nn import activations
 from gnj.registry import MODELS, NORMS, spec_name
 
 SQRT2 = 1.4142135623730951
@@ -50,40 +50,32 @@ class Block(nn.Module):
     kind: str
     groups: int
     base_width: int
-    norm: str
-    conv: str
-    weight_init: str
+    layers: Layers
     zero_init_residual: bool
-    act: str = "relu"
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        kinit = common.make_init(self.weight_init, "relu")
-        conv = lambda f, k, s, name, groups=1: common.conv(
-            self.conv, f, k, s, kernel_init=kinit, groups=groups, name=name)
-        last_scale = 0.0 if self.zero_init_residual else 1.0
-        act = lambda y: common.make_act(self.act)(y)
+        lay = self.layers
+        last = _scale(lay.norm_spec, 0.0 if self.zero_init_residual else 1.0)
         if self.kind == "basic":
             out_ch = self.planes
-            y = act(common.make_norm(self.norm, "bn1")(
-                conv(self.planes, 3, self.stride, "conv1")(x), train))
-            y = common.make_norm(self.norm, "bn2", **_scale(self.norm, last_scale))(
-                conv(self.planes, 3, 1, "conv2")(y), train)
+            y = lay.act()(lay.norm(name="bn1")(
+                lay.conv(self.planes, 3, self.stride, name="conv1")(x), train))
+            y = lay.norm(name="bn2", **last)(lay.conv(self.planes, 3, name="conv2")(y), train)
         else:
             width = int(self.planes * (self.base_width / 64.0)) * self.groups
             out_ch = self.planes * 4
-            y = act(common.make_norm(self.norm, "bn1")(conv(width, 1, 1, "conv1")(x), train))
-            y = act(common.make_norm(self.norm, "bn2")(
-                conv(width, 3, self.stride, "conv2", self.groups)(y), train))
-            y = common.make_norm(self.norm, "bn3", **_scale(self.norm, last_scale))(
-                conv(out_ch, 1, 1, "conv3")(y), train)
+            y = lay.act()(lay.norm(name="bn1")(lay.conv(width, 1, name="conv1")(x), train))
+            y = lay.act()(lay.norm(name="bn2")(
+                lay.conv(width, 3, self.stride, groups=self.groups, name="conv2")(y), train))
+            y = lay.norm(name="bn3", **last)(lay.conv(out_ch, 1, name="conv3")(y), train)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != out_ch:
-            shortcut = common.make_norm(self.norm, "downsample_bn")(
-                conv(out_ch, 1, self.stride, "downsample_conv")(x), train)
-        return act(y + shortcut)
+            shortcut = lay.norm(name="downsample_bn")(
+                lay.conv(out_ch, 1, self.stride, name="downsample_conv")(x), train)
+        return lay.act()(y + shortcut)
 
 
 def _scale(norm: str, value: float) -> dict:
@@ -127,22 +119,20 @@ class ResNet(nn.Module):
         if min(x.shape[1:3]) < reduction:
             raise ValueError(f"resnet ({self.arch}): input {x.shape[1:3]} is too small for its "
                              f"stride-2 stages; need at least {reduction}×{reduction}")
-        kinit = common.make_init(self.weight_init, "relu")
-        if self.cifar_stem:
-            x = common.conv(self.conv, 64, 3, 1, kernel_init=kinit, name="conv1")(x)
-            x = common.make_act(self.act)(common.make_norm(self.norm, "bn1")(x, train))
-        else:
-            x = common.conv(self.conv, 64, 7, 2, kernel_init=kinit, name="conv1")(x)
-            x = common.make_act(self.act)(common.make_norm(self.norm, "bn1")(x, train))
+        # every conv's init takes the ReLU gain, whatever the activation
+        lay = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init,
+                                gain=activations.gain("relu"))
+        kernel, stride = (3, 1) if self.cifar_stem else (7, 2)
+        x = lay.act()(lay.norm(name="bn1")(lay.conv(64, kernel, stride, name="conv1")(x), train))
+        if not self.cifar_stem:
             x = nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf),
                             (3, 3), (2, 2))
         for stage, blocks in enumerate(layers):
             planes = 64 * 2**stage
             for i in range(blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
-                x = Block(planes, stride, kind, groups, base_width, self.norm, self.conv,
-                          self.weight_init, self.zero_init_residual, self.act,
-                          name=f"layer{stage + 1}_{i}")(x, train)
+                x = Block(planes, stride, kind, groups, base_width, lay,
+                          self.zero_init_residual, name=f"layer{stage + 1}_{i}")(x, train)
         x = common.global_avg_pool(x)
         return common.dense(self.num_classes, name="fc")(x)
 

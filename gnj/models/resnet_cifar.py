@@ -1,39 +1,30 @@
-"""CIFAR ResNet-(6n+2): three stages of basic blocks (GNEDNN, Lubana, Online Norm).
+"""CIFAR ResNet-(6n+2): a 3×3 stem, three stages of n basic blocks (widths w, 2w, 4w; stride 2
+at the first block of stages 2 and 3), global mean pool, linear classifier.
 
-One definition covers the references' CIFAR ResNets through options:
+Options (docs/references.md#cifar-resnets):
 
-- ``shortcut="A"`` (GNEDNN_release ``cifar/models/resnet.py``, REFERENCE.md §1.5): subsample by
-  the stride and concatenate zero channels; no parameters.
-- ``shortcut="B"`` (online-normalization ``resnetD``, §5.4): 1×1 conv (stride) + norm.
-- ``shortcut="C"`` (BeyondBatchNorm ``ResNet_cifar``, §2.3): 3×3 conv (stride) + norm.
-- ``residual=False``: the same layout with no skips (GNEDNN's serial nets, ``gnj.models.serial``).
-- ``preact=True``: pre-activation block (Lubana): norm-act-conv-norm-act-conv + shortcut, the
-  projection (norm → 3×3 conv) only where the stride is not 1 ([as-written]: the reference's
-  channel test is never true). Stem (conv-norm-act) and head (pool-linear) stay as in the
-  post-activation net, as the reference's network class is shared by both block types. With no
-  norm (``plain``, ``sws``, ``wn``), the reference's first in-place ReLU of the block overwrites
-  the block input, so its shortcut reads ReLU(x) [as-written]; ``resnet56_lubana`` follows this
-  (``shortcut_reads_inplace_relu=True``, docs/models_part1.md), ``False`` reads x.
+- ``shortcut``, where a block changes the shape: ``"A"`` subsamples by the stride and appends
+  zero channels (no parameters); ``"B"`` is a 1×1 conv (stride) + norm; ``"C"`` a 3×3 conv
+  (stride) + norm.
+- ``preact=True``: pre-activation blocks, norm-act-conv-norm-act-conv + shortcut, whose
+  projection is norm → conv; the stem (conv-norm-act) and the head stay as in the
+  post-activation net.
 - ``skipinit=True``: a learnable scalar ``skip_gain`` (init 0) multiplies the residual branch.
-- ``bns=True`` with ``norm="none"``: GNEDNN's Fixup scalars (§1.5): per block
-  out = act(conv2(act(conv1(x + b0) + b1) + b2)·scale + b3 + shortcut(x + b0)), network
-  act(stem(x) + bias0) and bias2 before the classifier; no conv bias.
-- ``fixup=True``: GNEDNN's CIFAR Fixup (§1.6, §1.9): both block convs get their init multiplied
-  by L^(−p/(2m)) with L = (depth − 2)/m (``fixup_p``, ``fixup_m``; ResNet-56, m=2, p=2 → ×0.19245).
-  There is no zero-init of the last conv and the classifier keeps its kaiming init, as written.
-  (Equivalently ``weight_init="fixup(num_layers=27, m=2, variant='cifar', p=2)"``.)
 
 Post-activation block: ``act(norm2(conv2(act(norm1(conv1(x))))) + shortcut(x))``.
 
-Conv bias (``bias_rule``): GNEDNN's nets have a conv bias only when there is no norm (and not in
-``bns`` mode); Lubana's only for weight-reparametrised convs (``sws``, ``weight_norm``).
-Init markers as in GNEDNN: stem ``stem_init`` ('i': kaiming, ReLU gain), block convs
-``weight_init`` with the gain of ``act`` ('b', 'be'), classifier ``head_init`` (kaiming, ReLU gain).
+Conv bias (``bias_rule``): ``"no_norm"``, a bias only when the norm is the identity;
+``"reparam_conv"``, only for weight-reparametrised convs (``sws``, ``weight_norm``). Inits: the
+stem ``stem_init`` (None: ``weight_init``) and the block convs ``weight_init``, both with the
+gain of ``act``; projections ``shortcut_init`` (the gain of ``act`` for 3×3, 1 for 1×1); the
+classifier ``head_init``.
+
+Variants (``gnj/proj``) subclass :class:`ResNetCifar` and override its extension points:
+``block_class`` (the block), ``make_layers`` (the layer bundle), ``stem`` and ``head``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import flax.linen as nn
@@ -41,14 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
+from gnj.models.layers import Layers, is_no_norm
+from gnj.nn.inits import Initializer
 from gnj.registry import MODELS, spec_name
 
 SHORTCUTS = ("A", "B", "C")
 SQRT2 = 1.4142135623730951
-NO_NORM = ("none", "identity", "plain")
 REPARAM_CONVS = ("sws", "scaled_ws", "weight_norm", "weight_norm_torch")
-#: activations the Beyond-BN reference applies as an in-place ReLU (its WN activation's ReLU too)
-INPLACE_RELU_ACTS = ("relu", "wn_scaled_relu")
 
 
 def blocks_per_stage(depth: int, model: str = "resnet_cifar") -> int:
@@ -61,98 +51,81 @@ def blocks_per_stage(depth: int, model: str = "resnet_cifar") -> int:
 
 
 def conv_bias(rule: str, norm: str, conv: str) -> bool:
-    """Whether convs carry a bias: ``no_norm`` (GNEDNN) or ``reparam_conv`` (Lubana)."""
+    """Whether convs carry a bias: ``no_norm`` (only without a norm) or ``reparam_conv`` (only
+    for weight-reparametrised convs)."""
     if rule == "no_norm":
-        return spec_name(norm) in NO_NORM
+        return is_no_norm(norm)
     if rule == "reparam_conv":
         return spec_name(conv) in REPARAM_CONVS
     raise ValueError(f"conv bias rule {rule!r}; valid: no_norm, reparam_conv")
 
 
-def fixup_factor(depth: int, p: float, m: float) -> float:
-    """GNEDNN's CIFAR Fixup gain factor L^(−p/(2m)), L = (depth − 2)/m (REFERENCE.md §1.6)."""
-    return ((depth - 2) / m) ** (-p / (2 * m))
-
-
-def scaled(init: Callable, factor: float) -> Callable:
-    """``init`` times ``factor`` (every gain-based init is linear in its gain)."""
-    if factor == 1.0:
-        return init
-    return lambda key, shape, dtype=jnp.float32: factor * init(key, shape, dtype)
-
-
 class BasicBlock(nn.Module):
-    """Two 3×3 convs with norms and activations, plus (when ``residual``) a shortcut."""
+    """Post-activation basic block ``act(branch(x)·[skip_gain] + shortcut(x))``.
+
+    ``shortcut_init``: kernel init of a projection shortcut (``"B"``, ``"C"``).
+    """
 
     features: int
     stride: int
-    shortcut: str
-    norm: str
-    act: str
-    weight_init: str
-    conv: str
-    shortcut_init: str
-    residual: bool = True
-    preact: bool = False
+    layers: Layers
+    shortcut: str = "A"
+    shortcut_init: Initializer | None = None
     skipinit: bool = False
-    bns: bool = False
-    use_bias: bool = False
-    gain_factor: float = 1.0
-    shortcut_reads_inplace_relu: bool = False
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        bias = self.use_bias and not self.bns
-        kinit = scaled(common.make_init(self.weight_init, self.act), self.gain_factor)
-        conv = lambda f, s, name: common.conv(self.conv, f, 3, s, use_bias=bias,
-                                              kernel_init=kinit, name=name)
-        act = lambda: common.make_act(self.act)
-        if self.bns:  # GNEDNN Fixup scalars: no norm, no conv bias (REFERENCE.md §1.5)
-            scalar = lambda name, v=0.0: self.param(name, nn.initializers.constant(v), (),
-                                                    jnp.float32)
-            xb = x + scalar("bias0")
-            y = act()(conv(self.features, self.stride, "conv1")(xb) + scalar("bias1"))
-            y = conv(self.features, 1, "conv2")(y + scalar("bias2")) * scalar("scale", 1.0)
-            return act()(y + scalar("bias3") + self._shortcut(xb, train, bias))
-        if self.preact:
-            y = act()(common.make_norm(self.norm, "norm1")(x, train))
-            y = conv(self.features, self.stride, "conv1")(y)
-            y = act()(common.make_norm(self.norm, "norm2")(y, train))
-            y = conv(self.features, 1, "conv2")(y)
-            if (self.shortcut_reads_inplace_relu and spec_name(self.norm) in NO_NORM
-                    and spec_name(self.act) in INPLACE_RELU_ACTS):
-                x = nn.relu(x)  # the reference's in-place ReLU has overwritten the block input
-            return self._gain(y) + self._shortcut(x, train, bias)
-        y = conv(self.features, self.stride, "conv1")(x)
-        y = act()(common.make_norm(self.norm, "norm1")(y, train))
-        y = common.make_norm(self.norm, "norm2")(conv(self.features, 1, "conv2")(y), train)
-        if not self.residual:
-            return act()(y)
-        return act()(self._gain(y) + self._shortcut(x, train, bias))
+        return self.layers.act()(self.gain(self.branch(x, train)) + self.skip(x, train))
 
-    def _gain(self, y: jax.Array) -> jax.Array:
+    def branch(self, x: jax.Array, train: bool) -> jax.Array:
+        """``norm2(conv2(act(norm1(conv1(x)))))``."""
+        lay = self.layers
+        y = lay.conv(self.features, 3, self.stride, name="conv1")(x)
+        y = lay.act()(lay.norm(name="norm1")(y, train))
+        return lay.norm(name="norm2")(lay.conv(self.features, 3, name="conv2")(y), train)
+
+    def gain(self, y: jax.Array) -> jax.Array:
+        """The branch times ``skip_gain`` (init 0) with ``skipinit``, else unchanged."""
         if not self.skipinit:
             return y
         return y * self.param("skip_gain", nn.initializers.zeros, (), jnp.float32)
 
-    def _shortcut(self, x: jax.Array, train: bool, bias: bool) -> jax.Array:
+    def skip(self, x: jax.Array, train: bool) -> jax.Array:
+        """The shortcut: ``x`` where the shape is kept, else option A or a projection."""
         if self.stride == 1 and x.shape[-1] == self.features:
             return x
         if self.shortcut == "A":
             x = x[:, :: self.stride, :: self.stride, :]
             extra = self.features - x.shape[-1]
             return jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (extra,), x.dtype)], axis=-1)
-        k = 1 if self.shortcut == "B" else 3
-        init = common.make_init(self.shortcut_init, "linear" if k == 1 else self.act)
-        if self.preact:  # Lubana's preact projection: norm → conv
-            s = common.make_norm(self.norm, "shortcut_norm")(x, train)
-            return common.conv(self.conv, self.features, k, self.stride, use_bias=bias,
-                               kernel_init=init, name="shortcut_conv")(s)
-        s = common.conv(self.conv, self.features, k, self.stride, use_bias=bias,
-                        kernel_init=init, name="shortcut_conv")(x)
-        return common.make_norm(self.norm, "shortcut_norm")(s, train)
+        return self.layers.norm(name="shortcut_norm")(self.projection()(x), train)
+
+    def projection(self) -> nn.Module:
+        """The shortcut's conv: 1×1 (``"B"``) or 3×3 (``"C"``) with the block's stride."""
+        return self.layers.conv(self.features, 1 if self.shortcut == "B" else 3, self.stride,
+                                kernel_init=self.shortcut_init, name="shortcut_conv")
+
+
+class PreActBlock(BasicBlock):
+    """Pre-activation block ``branch(x)·[skip_gain] + shortcut(x)``, projection norm → conv."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.gain(self.branch(x, train)) + self.skip(x, train)
+
+    def branch(self, x: jax.Array, train: bool) -> jax.Array:
+        """``conv2(act(norm2(conv1(act(norm1(x))))))``."""
+        lay = self.layers
+        y = lay.conv(self.features, 3, self.stride, name="conv1")(
+            lay.act()(lay.norm(name="norm1")(x, train)))
+        return lay.conv(self.features, 3, name="conv2")(lay.act()(lay.norm(name="norm2")(y, train)))
+
+    def skip(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.stride == 1 and x.shape[-1] == self.features or self.shortcut == "A":
+            return super().skip(x, train)
+        return self.projection()(self.layers.norm(name="shortcut_norm")(x, train))
 
 
 @MODELS.register("resnet_cifar")
@@ -163,13 +136,8 @@ class ResNetCifar(nn.Module):
     num_classes: int = 10
     width: int = 16
     shortcut: str = "A"
-    residual: bool = True
     preact: bool = False
     skipinit: bool = False
-    bns: bool = False
-    fixup: bool = False
-    fixup_p: float = 1.0
-    fixup_m: float = 2.0
     norm: str = "batch"
     act: str = "relu"
     weight_init: str = "kaiming_normal"
@@ -177,13 +145,13 @@ class ResNetCifar(nn.Module):
     shortcut_init: str = "kaiming_normal"
     head_init: str = f"kaiming_normal(gain={SQRT2})"
     conv: str = "plain"
-    shortcut_reads_inplace_relu: bool = False
 
     tiny: ClassVar[dict] = dict(depth=8, width=4, input_shape=(8, 8, 3))
     family: ClassVar[str] = "resnet_cifar"
     bias_rule: ClassVar[str] = "no_norm"
 
-    def _check(self, x: jax.Array) -> int:
+    def check(self, x: jax.Array) -> int:
+        """Blocks per stage, after checking the options and the input (ValueError)."""
         n = blocks_per_stage(self.depth, self.family)
         if self.shortcut not in SHORTCUTS:
             raise ValueError(f"{self.family}: shortcut {self.shortcut!r}; valid: "
@@ -191,61 +159,43 @@ class ResNetCifar(nn.Module):
         if x.ndim != 4 or min(x.shape[1:3]) < 4:
             raise ValueError(f"{self.family}: input shape {tuple(x.shape[1:])} is too small for "
                              "two stride-2 stages; need NHWC with H, W ≥ 4")
-        if self.bns and spec_name(self.norm) not in NO_NORM:
-            raise ValueError(f"{self.family}: bns=True (Fixup scalars) needs norm='none', got "
-                             f"{self.norm!r}")
-        if self.fixup and self.fixup_m <= 0:
-            raise ValueError(f"{self.family}: fixup_m must be > 0, got {self.fixup_m}")
         return n
+
+    def block_class(self) -> type[BasicBlock]:
+        """The block of every stage."""
+        return PreActBlock if self.preact else BasicBlock
+
+    def make_layers(self) -> Layers:
+        """The layer bundle of the blocks (and of the stem's conv)."""
+        return Layers.from_specs(self.norm, self.conv, self.act, self.weight_init,
+                                 conv_bias=conv_bias(self.bias_rule, self.norm, self.conv))
+
+    def stem_conv(self, x: jax.Array, layers: Layers) -> jax.Array:
+        """The 3×3 stem conv, init ``stem_init`` (or ``weight_init``) with the act's gain."""
+        init = self.weight_init if self.stem_init is None else self.stem_init
+        return layers.conv(self.width, 3, kernel_init=common.make_init(init, self.act),
+                           name="stem")(x)
+
+    def stem(self, x: jax.Array, layers: Layers, train: bool) -> jax.Array:
+        """``act(norm(stem_conv(x)))``."""
+        return layers.act()(layers.norm(name="stem_norm")(self.stem_conv(x, layers), train))
+
+    def head(self, features: jax.Array) -> jax.Array:
+        """Logits of the pooled features."""
+        return common.dense(self.num_classes, kernel_init=common.make_init(self.head_init),
+                            name="head")(features)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        n = self._check(x)
-        bias = conv_bias(self.bias_rule, self.norm, self.conv) and not self.bns
-        factor = fixup_factor(self.depth, self.fixup_p, self.fixup_m) if self.fixup else 1.0
-        stem_init = self.weight_init if self.stem_init is None else self.stem_init
-        x = common.conv(self.conv, self.width, 3, 1, use_bias=bias,
-                        kernel_init=common.make_init(stem_init, self.act), name="stem")(x)
-        if self.bns:
-            x = common.make_act(self.act)(
-                x + self.param("bias0", nn.initializers.zeros, (), jnp.float32))
-        else:
-            x = common.make_act(self.act)(common.make_norm(self.norm, "stem_norm")(x, train))
+        n = self.check(x)
+        layers = self.make_layers()
+        shortcut_init = common.make_init(self.shortcut_init,
+                                         "linear" if self.shortcut == "B" else self.act)
+        block = self.block_class()
+        x = self.stem(x, layers, train)
         for stage in range(3):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                x = BasicBlock(self.width * 2**stage, stride, self.shortcut, self.norm, self.act,
-                               self.weight_init, self.conv, self.shortcut_init, self.residual,
-                               self.preact, self.skipinit, self.bns, bias, factor,
-                               self.shortcut_reads_inplace_relu,
-                               name=f"stage{stage + 1}_block{i}")(x, train)
-        x = common.global_avg_pool(x)
-        if self.bns:
-            x = x + self.param("bias2", nn.initializers.zeros, (), jnp.float32)
-        return common.dense(self.num_classes, kernel_init=common.make_init(self.head_init),
-                            name="head")(x)
-
-
-@MODELS.register("resnet56_lubana")
-class ResNet56Lubana(ResNetCifar):
-    """Beyond-BatchNorm ResNet-56 (REFERENCE.md §2.3): widths 32/64/128 [as-written], 3×3
-    projection shortcuts (conv + norm), post-activation, optional ``preact`` and ``skipinit``.
-
-    Every conv is kaiming_normal(fan_in, ReLU gain √2) whatever the activation (the reference's
-    ``get_convlayer``); the classifier keeps PyTorch's default; conv bias only for ``sws`` and
-    ``weight_norm`` convs.
-    """
-
-    depth: int = 56
-    width: int = 32
-    num_classes: int = 100
-    shortcut: str = "C"
-    weight_init: str = f"kaiming_normal(gain={SQRT2})"
-    stem_init: str | None = f"kaiming_normal(gain={SQRT2})"
-    shortcut_init: str = f"kaiming_normal(gain={SQRT2})"
-    head_init: str = "torch_default"
-    shortcut_reads_inplace_relu: bool = True
-    tiny: ClassVar[dict] = dict(depth=8, width=4, preact=True, skipinit=True,
-                                input_shape=(8, 8, 3))
-    family: ClassVar[str] = "resnet56_lubana"
-    bias_rule: ClassVar[str] = "reparam_conv"
+                x = block(self.width * 2**stage, stride, layers, self.shortcut, shortcut_init,
+                          self.skipinit, name=f"stage{stage + 1}_block{i}")(x, train)
+        return self.head(common.global_avg_pool(x))

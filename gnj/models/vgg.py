@@ -1,10 +1,9 @@
-"""VGG-style non-residual CNNs of Beyond BatchNorm (Lubana et al.; REFERENCE.md §2.3).
+"""VGG-style non-residual CNNs (docs/references.md#vgg).
 
 Each cfg entry is a 3×3 conv (padding 1; stride 2 for ``(width, 2)`` entries) → norm → act;
 then a global mean pool and a Linear classifier (PyTorch default init). Convs: kaiming-normal
-(fan_in, ReLU gain √2 whatever the activation, as the reference's ``get_convlayer``), bias only
-with weight-reparametrised convs (``sws``, ``weight_norm``), as in the reference. Each
-conv-norm-act layer is a block.
+(fan_in, gain √2 whatever the activation), bias only with weight-reparametrised convs (``sws``,
+``weight_norm``). Each conv-norm-act layer is a block.
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ import flax.linen as nn
 import jax
 
 from gnj.models import common
-from gnj.registry import MODELS, spec_name
+from gnj.models.layers import ConvNormActBlock, Layers
+from gnj.models.resnet_cifar import conv_bias
+from gnj.registry import MODELS
 
 CFGS: dict[str, tuple] = {
     "cfg_10": (64, (64, 2), 128, (128, 2), 256, (256, 2), 512, (512, 2), 512, 512),
@@ -24,7 +25,6 @@ CFGS: dict[str, tuple] = {
     "cfg_40": (*(64,) * 7, (64, 2), *(128,) * 7, (128, 2), *(256,) * 7, (256, 2),
                *(512,) * 7, (512, 2), *(512,) * 8),
 }
-BIASED_CONVS = ("sws", "scaled_ws", "weight_norm", "weight_norm_torch")
 
 
 def resolve_cfg(cfg: str | tuple) -> tuple:
@@ -36,27 +36,6 @@ def resolve_cfg(cfg: str | tuple) -> tuple:
             raise ValueError(f"vgg: unknown cfg {cfg!r}; valid: {', '.join(CFGS)}, uniform_<n>")
         return CFGS[cfg]
     return tuple(tuple(c) if isinstance(c, list) else c for c in cfg)
-
-
-class ConvLayer(nn.Module):
-    """conv3×3 (stride) → norm → act."""
-
-    features: int
-    stride: int
-    norm: str
-    act: str
-    weight_init: str
-    conv: str
-
-    is_block: ClassVar[bool] = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        bias = spec_name(self.conv) in BIASED_CONVS
-        x = common.conv(self.conv, self.features, 3, self.stride, use_bias=bias,
-                        kernel_init=common.make_init(self.weight_init, self.act), name="conv")(x)
-        x = common.make_norm(self.norm, "norm")(x, train)
-        return common.make_act(self.act)(x)
 
 
 @MODELS.register("vgg")
@@ -79,9 +58,10 @@ class VGG(nn.Module):
         if min(x.shape[1:3]) < 2 ** strided:
             raise ValueError(f"vgg: input {x.shape[1:3]} is too small for {strided} stride-2 "
                              f"convs; need at least {2 ** strided}×{2 ** strided}")
+        bundle = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init,
+                                   conv_bias=conv_bias("reparam_conv", self.norm, self.conv))
         for i, c in enumerate(layers):
             width, stride = (c if isinstance(c, tuple) else (c, 1))
-            x = ConvLayer(width, stride, self.norm, self.act, self.weight_init, self.conv,
-                          name=f"layer{i}")(x, train)
+            x = ConvNormActBlock(width, 3, stride, bundle, name=f"layer{i}")(x, train)
         x = common.global_avg_pool(x)
         return common.dense(self.num_classes, name="head")(x)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.models import build, dense_mlp
+from gnj.models import build
+from gnj.proj.nn_mass import dense_mlp
 from gnj.proj.nn_mass.mass import nn_mass
 
 

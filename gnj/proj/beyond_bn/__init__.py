@@ -3,4 +3,4 @@
 Importing this package registers its entries in the core registries (gnj.registry).
 """
 
-from gnj.proj.beyond_bn import schedules  # noqa: F401
+from gnj.proj.beyond_bn import models, schedules  # noqa: F401

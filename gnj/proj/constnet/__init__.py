@@ -3,4 +3,4 @@
 Importing this package registers its entries in the core registries (gnj.registry).
 """
 
-from gnj.proj.constnet import schedules  # noqa: F401
+from gnj.proj.constnet import leakynet, models, schedules  # noqa: F401

@@ -2,3 +2,7 @@
 
 Importing this package registers its entries in the core registries (gnj.registry).
 """
+from gnj.proj.gne import (
+    fixup_resnet,  # noqa: F401
+    models,  # noqa: F401
+)

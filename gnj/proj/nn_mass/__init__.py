@@ -3,4 +3,12 @@
 Importing this package registers its entries in the core registries (gnj.registry).
 """
 
-from gnj.proj.nn_mass import analysis, data, mass  # noqa: F401
+from gnj.proj.nn_mass import (  # noqa: F401
+    analysis,
+    data,
+    dense_cnn,
+    dense_mlp,
+    links,
+    mass,
+    models,
+)

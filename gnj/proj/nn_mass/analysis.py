@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from gnj.analysis import figures
 from gnj.analysis import ldi as ldi_lib
 from gnj.analysis.hooks import AnalysisContext, Column, report_columns, sweep_hook
-from gnj.models import dense_mlp, flops
+from gnj.models import flops
+from gnj.proj.nn_mass import dense_mlp
 from gnj.proj.nn_mass.mass import nn_mass as mass_of
 from gnj.registry import ANALYSES, spec_name
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gnj.models import dense_cnn, dense_mlp, mobilenet_v2, resnet
+from gnj.models import mobilenet_v2, resnet
+from gnj.proj.nn_mass import dense_cnn, dense_mlp
 
 SUPPORTED = ("dense_mlp", "dense_cnn", "dense_cnn_depthwise", "resnet_imagenet (resnet18 … "
              "resnet152, resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2)",

@@ -133,7 +133,7 @@ def test_analyze_given_model_variables_and_images_dense_mlp(tmp_path):
 
 @pytest.mark.parametrize("quirk", ["correct", "reference"])
 def test_ldi_of_dense_mlp_matches_numpy(quirk):
-    from gnj.models import dense_mlp
+    from gnj.proj.nn_mass import dense_mlp
 
     model = build({"name": "dense_mlp", "width": 4, "depth": 4, "tc": 3, "topology_seed": 1}, 3)
     x = np.random.default_rng(0).normal(size=(5, 6))

@@ -57,16 +57,15 @@ def test_bad_variant():
             jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
 
 
-def test_cifar_fixup_bns_scalars_and_gain():
+def test_cifar_fixup_scalars_and_gain():
     spec = "fixup(num_layers=27, m=2, variant='cifar', p=2)"
-    model = build({"name": "resnet_cifar", "depth": 56, "norm": "none", "bns": True,
-                   "weight_init": spec}, 10)
+    model = build({"name": "fixup_resnet_cifar", "depth": 56, "weight_init": spec}, 10)
     v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
     block = v["stage2_block3"]
     assert sorted(block) == ["bias0", "bias1", "bias2", "bias3", "conv1", "conv2", "scale"]
-    assert "bias" not in block["conv1"]  # no conv bias in bns mode
+    assert "bias" not in block["conv1"]  # no conv bias with the scalars
     std = float(jnp.std(block["conv1"]["kernel"]))
     assert std == pytest.approx(math.sqrt(2 / (9 * 32)) * 27 ** -0.5, rel=0.05)
-    with pytest.raises(ValueError, match="bns=True .* needs norm='none'"):
-        build({"name": "resnet_cifar", "depth": 20, "bns": True}, 10).init(
+    with pytest.raises(ValueError, match="scalars=True .* needs norm='none'"):
+        build({"name": "fixup_resnet_cifar", "depth": 20, "norm": "batch"}, 10).init(
             jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))

@@ -1,4 +1,5 @@
-"""NN-Mass dense MLP with DenseNet-type random skip links (Bhardwaj et al.; REFERENCE §4.2, §4.4).
+"""NN-Mass dense MLP with DenseNet-type random skip links (Bhardwaj et al.;
+docs/proj/nn_mass.md#dense-mlp).
 
 Width w, depth d (number of Linear layers), at most ``tc`` links per layer::
 
@@ -11,12 +12,12 @@ predecessor; layer j takes tc_j = min(tc, (j−1)·w) of them (clamped like the 
 ValueError (it would only mean "fully linked"); ``strict_tc=False`` accepts any tc ≥ 0 like the
 reference. The reference's train_mlp defaults (w 8, d 4, tc 20) are therefore our defaults with
 tc 16 — the same, fully linked network — or tc 20 with ``strict_tc=False``.
-``gnj.models.nn_mass`` always uses the clamped counts, so it is defined for any tc ≥ 0.
+The NN-Mass of the net always uses the clamped counts, so it is defined for any tc ≥ 0.
 
 Deliberate differences from the reference:
 
 - The reference calls ``random.sample`` unseeded, so each instance differs. Here the links come
-  from ``gnj.models.links``: ``link_sampler="python_random"`` (default) draws them as the
+  from ``gnj.proj.nn_mass.links``: ``link_sampler="python_random"`` (default) draws them as the
   reference does (``random.sample`` per layer, indices in the order drawn) from
   ``random.Random(topology_seed)``, i.e. the reference's topology after
   ``random.seed(topology_seed)``; ``link_sampler="numpy"`` uses NumPy's
@@ -24,7 +25,7 @@ Deliberate differences from the reference:
   topologies, as ``ldi.py`` does with its 5 iterations.
 - The reference's BatchNorm1d modules are built but never used; they are left out.
 
-Analysis hooks (for LDI, ``gnj.analysis.ldi``; §4.3):
+Analysis hooks (for LDI, docs/proj/nn_mass.md#ldi):
 
 - every layer is a block (``is_block = True``) whose ``__call__`` maps the layer's own input to
   its output, so the block Jacobians are J₀ = diag(φ′(L₀x))·W₀, J₁ = W₁ and
@@ -46,8 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gnj.models import common
-from gnj.models import links as link_sampling
+from gnj.models.layers import Layers
+from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
 
@@ -59,7 +60,7 @@ def link_counts(width: int, depth: int, tc: int) -> tuple[list[int], list[int]]:
 
 def sample_links(width: int, depth: int, tc: int, seed: int,
                  sampler: str = "python_random") -> list[np.ndarray]:
-    """Link indices into ``feat_{j−2}`` for every layer j = 2 … d−1 (``gnj.models.links``).
+    """Link indices into ``feat_{j−2}`` for every layer j = 2 … d−1 (``gnj.proj.nn_mass.links``).
 
     ``feat_{j−2} = [o_{j−2}, …, o₀]`` (newest first), so index i picks unit ``i mod w`` of
     output ``o_{j−2−i//w}``.
@@ -83,17 +84,16 @@ class MassLayer(nn.Module):
 
     in_features: int
     features: int
-    act: str
-    weight_init: str
+    layers: Layers
     act_in: bool = False
     act_out: bool = False
 
     is_block: ClassVar[bool] = True
 
     def setup(self) -> None:
-        self.phi = common.make_act(self.act)
+        self.phi = self.layers.act()
         shape = (self.in_features, self.features)
-        self.kernel = self.param("kernel", common.make_init(self.weight_init), shape)
+        self.kernel = self.param("kernel", self.layers.init, shape)
         self.bias = self.param("bias", _torch_bias(self.in_features), (self.features,))
 
     def linear(self, x: jax.Array) -> jax.Array:
@@ -159,12 +159,18 @@ class DenseMLP(nn.Module):
                              act_in=not last, act_out=False))
         return rows
 
+    def flops(self, input_shape: tuple[int, ...]) -> int:
+        """FLOPs of one sample from the layer sizes, 2·in·out + out per layer (the reference's
+        count; ``gnj.models.flops.count_flops`` defers to it)."""
+        rows = self.structure(math.prod(input_shape))
+        return sum(2 * r["inp"] * r["out"] + r["out"] for r in rows)
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         links = self.links()
         x = jnp.reshape(x, (x.shape[0], -1))
-        layer = lambda f, j, z, **kw: MassLayer(z.shape[-1], f, self.act, self.weight_init,
-                                                name=f"layer{j}", **kw)
+        layers = Layers.from_specs("none", "plain", self.act, self.weight_init, gain=1.0)
+        layer = lambda f, j, z, **kw: MassLayer(z.shape[-1], f, layers, name=f"layer{j}", **kw)
         first = layer(self.width, 0, x, act_out=True)
         self.sow("intermediates", "pre0", first.linear(x))
         outs = [first(x, train)]
@@ -192,7 +198,7 @@ class LayerFactors:
 
 
 def layer_jacobian_factors(model: DenseMLP, variables: Any, x: jax.Array) -> list[LayerFactors]:
-    """The LDI layer-Jacobian factors of a ``dense_mlp`` at inputs ``x`` (REFERENCE §4.3).
+    """The LDI layer-Jacobian factors of a ``dense_mlp`` at inputs ``x`` (docs/proj/nn_mass.md#ldi).
 
     Layer 0: left = L₀x. Layer 1: no factor. Layers j ≥ 2: right = in_j = [o_{j−1}, links],
     the last layer included (the reference's LDI convention).

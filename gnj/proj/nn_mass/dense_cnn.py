@@ -1,5 +1,5 @@
 """NN-Mass dense CNNs with concatenation skip links, regular and depthwise (Bhardwaj et al.;
-REFERENCE.md §4.2, §4.5).
+docs/proj/nn_mass.md#dense-cnn).
 
 ``num_cells`` cells; cell k has width w_k = 16·wm·2^k, ``cell_depth`` D layers and at most
 tc_k links per layer. With out_j the output of layer j of a cell::
@@ -21,12 +21,12 @@ stride 2), use ``conv_depth`` in place of the 3×3 conv: 1×1 (in→w) → N →
 (stride) → N → φ → 1×1 (w→w) → N; layer 0 of cell 0 stays a 3×3 conv. As in the reference, the
 cell's own norm N₀ / N₁ still follows layers 0 and 1 whatever the layer type (so a conv_depth
 layer 0 or 1 ends in two norms in a row). This gives the reference's 867,656 parameters for the
-train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/models_part2.md.
+train_cifar defaults (D 13, wm 2, tc 40/80/125, 10 classes); see docs/proj/nn_mass.md#dense-cnn.
 
 Quirks and deliberate choices:
 
-- Links (``gnj.models.links``): ``link_sampler="python_random"`` (default) draws them exactly as
-  the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
+- Links (``gnj.proj.nn_mass.links``): ``link_sampler="python_random"`` (default) draws them
+  exactly as the reference does, Python's ``random`` seeded with ``topology_seed`` (default 2, the
   reference's ``random.seed(2)``), ``random.sample`` per layer, cell by cell, indices in the
   order drawn: the reference's own links. ``link_sampler="numpy"`` uses NumPy's
   ``RandomState(topology_seed)`` instead (sorted; another topology of the same density).
@@ -51,7 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models import common
-from gnj.models import links as link_sampling
+from gnj.models.layers import Layers
+from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
 KINDS = ("regular", "depthwise")
@@ -71,7 +72,7 @@ def cell_link_counts(width: int, cell_depth: int, tc: int) -> tuple[list[int], l
 
 def sample_cell_links(widths: list[int], cell_depth: int, tcs: tuple[int, ...], seed: int,
                       sampler: str = "python_random") -> list[list[np.ndarray]]:
-    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``gnj.models.links``)."""
+    """Link indices into pool_j for every cell and layer j = 2 … D−1 (``links``)."""
     groups = [cell_link_counts(w, cell_depth, tc) for w, tc in zip(widths, tcs)]
     return link_sampling.sample_links(groups, seed, sampler)
 
@@ -81,22 +82,16 @@ class ConvDepth(nn.Module):
 
     features: int
     stride: int
-    norm: str
-    act: str
-    conv: str
-    weight_init: str
+    layers: Layers
     norm_train: bool
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kinit = common.make_init(self.weight_init, self.act)
-        w = self.features
-        y = common.conv(self.conv, w, 1, kernel_init=kinit, name="pw1")(x)
-        y = common.make_act(self.act)(common.make_norm(self.norm, "norm1")(y, self.norm_train))
-        y = common.conv(self.conv, w, 3, self.stride, kernel_init=kinit, groups=w, name="dw")(y)
-        y = common.make_act(self.act)(common.make_norm(self.norm, "norm2")(y, self.norm_train))
-        y = common.conv(self.conv, w, 1, kernel_init=kinit, name="pw2")(y)
-        return common.make_norm(self.norm, "norm3")(y, self.norm_train)
+        lay, w, nt = self.layers, self.features, self.norm_train
+        y = lay.act()(lay.norm(name="norm1")(lay.conv(w, 1, name="pw1")(x), nt))
+        y = lay.conv(w, 3, self.stride, groups=w, name="dw")(y)
+        y = lay.act()(lay.norm(name="norm2")(y, nt))
+        return lay.norm(name="norm3")(lay.conv(w, 1, name="pw2")(y), nt)
 
 
 class DenseCNNLayer(nn.Module):
@@ -111,30 +106,25 @@ class DenseCNNLayer(nn.Module):
     pre: str
     op: str
     post_norm: bool
-    norm: str
-    act: str
-    conv: str
-    weight_init: str
+    layers: Layers
     bn_eval_quirk: bool = False
 
     is_block: ClassVar[bool] = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        lay = self.layers
         nt = train and not self.bn_eval_quirk
         if self.pre == "norm_act":
-            x = common.make_norm(self.norm, "pre_norm")(x, nt)
+            x = lay.norm(name="pre_norm")(x, nt)
         if self.pre in ("act", "norm_act"):
-            x = common.make_act(self.act)(x)
+            x = lay.act()(x)
         if self.op == "conv":
-            x = common.conv(self.conv, self.features, 3, self.stride,
-                            kernel_init=common.make_init(self.weight_init, self.act),
-                            name="conv")(x)
+            x = lay.conv(self.features, 3, self.stride, name="conv")(x)
         else:
-            x = ConvDepth(self.features, self.stride, self.norm, self.act, self.conv,
-                          self.weight_init, nt, name="conv_depth")(x)
+            x = ConvDepth(self.features, self.stride, lay, nt, name="conv_depth")(x)
         if self.post_norm:
-            x = common.make_norm(self.norm, "post_norm")(x, nt)
+            x = lay.norm(name="post_norm")(x, nt)
         return x
 
 
@@ -216,10 +206,10 @@ class DenseCNN(nn.Module):
         links = self.links()
         self._check_input(x)
         depthwise = self.kind == "depthwise"
+        layers = Layers.from_specs(self.norm, self.conv, self.act, self.weight_init)
         for k, w in enumerate(widths):
             layer = lambda j, stride, pre, op, post, k=k, w=w: DenseCNNLayer(
-                w, stride, pre, op, post, self.norm, self.act, self.conv, self.weight_init,
-                self.bn_eval_quirk, name=f"cell{k}_layer{j}")
+                w, stride, pre, op, post, layers, self.bn_eval_quirk, name=f"cell{k}_layer{j}")
             dw0 = depthwise and k > 0  # the first layer of later cells is a strided conv_depth
             # layers 0 and 1 end in the cell's norm whatever their type, like the reference
             outs = [layer(0, 1 if k == 0 else 2, "none", "conv_depth" if dw0 else "conv",

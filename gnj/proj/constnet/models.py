@@ -1,4 +1,4 @@
-"""ConstNet (Blumenfeld, Gilboa, Soudry, ICML 2020; REFERENCE.md §3.3).
+"""ConstNet (Blumenfeld, Gilboa, Soudry, ICML 2020; docs/proj/constnet.md#constnet).
 
 **ConstNet** (``wrn_constnet``): a Wide ResNet with *single-conv* blocks, channels
 [16, 16k, 32k, 64k], n = (depth − 4)/3 blocks per stage (the reference's rule for its single-conv
@@ -6,7 +6,7 @@ blocks: depth 16 → 4 blocks per stage). BN path: x̂ = BN(x), out = conv3×3(R
 out += x if the shape is kept, else conv1×1(ReLU(x̂)). Fixup path (``norm="none"``): x̂ = x + b₀,
 out = s·(conv(ReLU(x̂)) + b₁), same residual rule. The 1×1 projection reads ReLU(x̂): the
 reference's ReLU is in place, so by the time its projection reads x̂ the tensor holds ReLU(x̂)
-[as-written] (docs/models_part1.md, "ConstNet projection input").
+[as-written] (docs/proj/constnet.md#projection-input).
 ``projection_after_relu=False`` feeds the projection x̂ itself (gnj's behaviour before it
 followed the reference; 0.4 relative forward difference).
 Head: stem
@@ -18,7 +18,7 @@ not have), ``droprate`` (dropout after each block conv) or ``dropl1`` (dropout o
 ``varnet=True`` is the random He (fan_out) baseline. The reference evaluates each stage twice
 [as-written]; ``double_forward=True`` reproduces that, the default evaluates once.
 
-LeakyNet, the no-skip twin, is in ``gnj.models.leakynet``.
+LeakyNet, the no-skip twin, is in ``gnj.proj.constnet.leakynet``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
+from gnj.models.layers import Layers
 from gnj.nn import inits
 from gnj.nn.noise import SymmetryNoise
-from gnj.registry import MODELS, spec_name
+from gnj.registry import MODELS
 
 
 def blocks_per_stage(depth: int, model: str) -> int:
@@ -49,8 +50,8 @@ class ConstBlock(nn.Module):
 
     features: int
     stride: int
-    norm: str
-    varnet: bool
+    layers: Layers
+    projection_init: inits.Initializer
     droprate: float
     noise_scale: float
     projection_after_relu: bool = True
@@ -59,15 +60,13 @@ class ConstBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        fixup = spec_name(self.norm) in ("none", "identity", "plain")
+        fixup = not self.layers.has_norm
         if fixup:
             xh = x + self.param("bias0", nn.initializers.zeros, (), jnp.float32)
         else:
-            xh = common.make_norm(self.norm, "norm")(x, train)
-        conv_init = inits.varnet() if self.varnet else inits.zeros()
+            xh = self.layers.norm(name="norm")(x, train)
         act = nn.relu(xh)
-        out = common.conv("plain", self.features, 3, self.stride, kernel_init=conv_init,
-                          name="conv")(act)
+        out = self.layers.conv(self.features, 3, self.stride, name="conv")(act)
         out = SymmetryNoise(self.noise_scale)(out, train)
         if fixup:
             out = self.param("scale", nn.initializers.ones, (), jnp.float32) * (
@@ -76,9 +75,8 @@ class ConstBlock(nn.Module):
             out = nn.Dropout(self.droprate, deterministic=not train)(out)
         if self.stride == 1 and x.shape[-1] == self.features:
             return x + out
-        res_init = inits.varnet(relu_gain=False) if self.varnet else inits.const_avg()
-        res = common.conv("plain", self.features, 1, self.stride, kernel_init=res_init,
-                          name="conv_res")(act if self.projection_after_relu else xh)
+        res = self.layers.conv(self.features, 1, self.stride, kernel_init=self.projection_init,
+                               name="conv_res")(act if self.projection_after_relu else xh)
         return SymmetryNoise(self.noise_scale)(res, train) + out
 
 
@@ -103,14 +101,17 @@ class ConstNet(nn.Module):
         if min(x.shape[1:3]) < 4:
             raise ValueError(f"wrn_constnet: input {x.shape[1:3]} is too small for two stride-2 "
                              "stages; need at least 4×4")
-        stem_init = inits.varnet(relu_gain=False) if self.varnet else inits.const_avg()
-        x = common.conv("plain", 16, 3, 1, kernel_init=stem_init, name="stem")(x)
+        # block convs: 0 (random He fan_out with varnet); stem and projections: const_avg
+        const_init = inits.varnet(relu_gain=False) if self.varnet else inits.const_avg()
+        layers = Layers.from_specs(self.norm, "plain", "relu",
+                                   inits.varnet() if self.varnet else inits.zeros())
+        x = layers.conv(16, 3, kernel_init=const_init, name="stem")(x)
         x = SymmetryNoise(self.noise_scale)(x, train)
         if self.dropl1 and self.droprate > 0:
             x = nn.Dropout(self.droprate, deterministic=not train)(x)
         widths = [16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor]
         for stage, width in enumerate(widths):
-            blocks = [ConstBlock(width, 2 if stage > 0 and i == 0 else 1, self.norm, self.varnet,
+            blocks = [ConstBlock(width, 2 if stage > 0 and i == 0 else 1, layers, const_init,
                                  self.droprate, self.noise_scale, self.projection_after_relu,
                                  name=f"stage{stage + 1}_block{i}")
                       for i in range(n)]

@@ -127,13 +127,17 @@ def test_constnet_projection_reads_the_relu_output_like_the_in_place_reference()
     """Stride-2 block with ConstNet init: the 3×3 conv is 0, so the block's output is the 1×1
     const_avg projection alone, i.e. the channel mean of ReLU(BN(x)) (the reference's in-place
     ReLU overwrites BN(x) before its projection reads it); the option gives the mean of BN(x)."""
-    from gnj.models.wrn import ConstBlock
+    from gnj.models.layers import Layers
+    from gnj.nn import inits
+    from gnj.proj.constnet.models import ConstBlock
 
     x = jax.random.normal(jax.random.PRNGKey(5), (6, 4, 4, 3)) * 2.0 + 0.3
     xn = np.asarray(x, np.float64)
     bn = (xn - xn.mean((0, 1, 2))) / np.sqrt(xn.var((0, 1, 2)) + 1e-5)
     for after_relu, pre in ((True, np.maximum(bn, 0.0)), (False, bn)):
-        block = ConstBlock(5, 2, "batch", False, 0.0, 0.0, projection_after_relu=after_relu)
+        layers = Layers.from_specs("batch", "plain", "relu", inits.zeros())
+        block = ConstBlock(5, 2, layers, inits.const_avg(), 0.0, 0.0,
+                           projection_after_relu=after_relu)
         v = block.init(jax.random.PRNGKey(0), x)
         y, _ = block.apply(v, x, True, mutable=["batch_stats"])
         expected = np.repeat(pre[:, ::2, ::2].mean(-1, keepdims=True), 5, -1)

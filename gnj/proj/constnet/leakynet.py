@@ -1,5 +1,5 @@
 """LeakyNet (Blumenfeld, Gilboa, Soudry, ICML 2020; BeyondSigProp ``remodel.py::LRNet``,
-REFERENCE.md §3.4): ConstNet's channel plan with **no skips**.
+docs/proj/constnet.md#leakynet): ConstNet's channel plan with **no skips**.
 
     stem conv3×3 3→16 → 3n blocks (channels 16k, 32k, 64k; stride 2 at the first block of stages 2
     and 3), block i: act(conv3×3(x + b₀)) [+ dropout] [+ norm when i is odd]
@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
-from gnj.models.wrn import blocks_per_stage
+from gnj.models.layers import Layers
 from gnj.nn import inits
 from gnj.nn.noise import SymmetryNoise
-from gnj.registry import MODELS, spec_name
+from gnj.proj.constnet.models import blocks_per_stage
+from gnj.registry import MODELS
 
 
 def leaky(x: jax.Array, slope: float) -> jax.Array:
@@ -43,7 +44,7 @@ class LeakyBlock(nn.Module):
     index: int
     kernel_init: inits.Initializer
     lrelu: float
-    norm: str
+    layers: Layers
     droprate: float
     noise_scale: float
 
@@ -52,14 +53,14 @@ class LeakyBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = x + self.param("bias0", nn.initializers.zeros, (), jnp.float32)
-        x = common.conv("plain", self.features, 3, self.stride, kernel_init=self.kernel_init,
-                        name="conv")(x)
+        x = self.layers.conv(self.features, 3, self.stride, kernel_init=self.kernel_init,
+                             name="conv")(x)
         x = SymmetryNoise(self.noise_scale)(x, train)
         x = leaky(x, self.lrelu)
         if self.droprate > 0:
             x = nn.Dropout(self.droprate, deterministic=not train)(x)
-        if self.index % 2 == 1 and spec_name(self.norm) not in ("none", "identity", "plain"):
-            x = common.make_norm(self.norm, "norm")(x, train)
+        if self.index % 2 == 1 and self.layers.has_norm:
+            x = self.layers.norm(name="norm")(x, train)
         return x
 
 
@@ -87,13 +88,14 @@ class LeakyNet(nn.Module):
             raise ValueError(f"leakynet: input shape {tuple(x.shape[1:])} is too small for two "
                              "stride-2 stages; need NHWC with H, W ≥ 4")
         layer_inits = inits.leakynet_layer_inits(self.init_string, self.lrelu, 1 + 3 * n)
-        x = common.conv("plain", 16, 3, 1, kernel_init=layer_inits[0], name="stem")(x)
+        layers = Layers.from_specs(self.norm, "plain", init=layer_inits[0])
+        x = layers.conv(16, 3, name="stem")(x)
         x = SymmetryNoise(self.noise_scale)(x, train)
         widths = [16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor]
         for i in range(3 * n):
             stage = i // n
             x = LeakyBlock(widths[stage], 2 if stage > 0 and i % n == 0 else 1, i,
-                           layer_inits[i + 1], self.lrelu, self.norm, self.droprate,
+                           layer_inits[i + 1], self.lrelu, layers, self.droprate,
                            self.noise_scale, name=f"block{i}")(x, train)
         x = common.global_avg_pool(leaky(x, self.lrelu))
         fc_init = (nn.initializers.normal(math.sqrt(self.fc_noise / 144.0))

@@ -1,10 +1,10 @@
-"""Fixup ResNets for ImageNet, original and the Gradient-Norm-Equality variant (REFERENCE.md §1.9).
+"""Fixup ResNets for ImageNet, original and the GNE variant (docs/proj/gne.md#fixup-resnets).
 
 No normalization; scalar biases before every conv and activation and a scalar multiplier per
-block. ``variant="original"`` (Zhang et al. 2019, via GNEDNN ``fixup_resnet.py``): branch convs
+block. ``variant="original"`` (Zhang et al. 2019, as in the GNE reference code): branch convs
 N(0, √(2/fan_out))·L^(−1/(2m−2)) (L blocks; m = 3 convs per bottleneck → L^(−1/4), m = 2 per
 basic block → L^(−1/2)), the last branch conv 0, downsample N(0, √(2/fan_out)), classifier 0.
-``variant="ours"`` (Chen et al., ``fixup_resnet_ours.py``): fan_in instead of fan_out, exponent
+``variant="ours"`` (the GNE paper's variant): fan_in instead of fan_out, exponent
 −1/3 (bottleneck) or −1/1.5 (basic), downsample N(0, √(1/fan_in)). Both output exactly zero
 logits at init.
 
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from gnj.models import common
+from gnj.models.layers import Layers
 from gnj.models.resnet import ARCHS
 from gnj.nn import inits
 from gnj.registry import MODELS
@@ -40,6 +41,7 @@ class FixupBlock(nn.Module):
     kind: str
     num_blocks: int
     variant: str
+    layers: Layers
 
     is_block: ClassVar[bool] = True
 
@@ -47,8 +49,7 @@ class FixupBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         m = 3 if self.kind == "bottleneck" else 2
         branch = inits.fixup(num_layers=self.num_blocks, m=m, variant=self.variant)
-        conv = lambda f, k, s, init, name: common.conv("plain", f, k, s, kernel_init=init,
-                                                       name=name)
+        conv = lambda f, k, s, init, name: self.layers.conv(f, k, s, kernel_init=init, name=name)
         out_ch = self.planes * (4 if self.kind == "bottleneck" else 1)
         xb = x + _scalar(self, "bias1a")
         if self.kind == "bottleneck":
@@ -95,19 +96,17 @@ class FixupResNet(nn.Module):
         if x.ndim != 4 or min(x.shape[1:3]) < 2**strides:
             raise ValueError(f"fixup_resnet: input shape {tuple(x.shape[1:])} is too small for "
                              f"{strides} stride-2 stages; need NHWC with H, W ≥ {2**strides}")
-        stem_init = inits.kaiming_normal(math.sqrt(2.0), mode="fan_out")
-        if self.cifar_stem:
-            x = common.conv("plain", 64, 3, 1, kernel_init=stem_init, name="conv1")(x)
-            x = nn.relu(x + _scalar(self, "bias1"))
-        else:
-            x = common.conv("plain", 64, 7, 2, kernel_init=stem_init, name="conv1")(x)
-            x = nn.relu(x + _scalar(self, "bias1"))
+        lay = Layers.from_specs("none", "plain", "relu",
+                                inits.kaiming_normal(math.sqrt(2.0), mode="fan_out"))
+        kernel, stride = (3, 1) if self.cifar_stem else (7, 2)
+        x = nn.relu(lay.conv(64, kernel, stride, name="conv1")(x) + _scalar(self, "bias1"))
+        if not self.cifar_stem:
             x = nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf),
                             (3, 3), (2, 2))
         total = sum(layers)
         for stage, blocks in enumerate(layers):
             for i in range(blocks):
                 x = FixupBlock(64 * 2**stage, 2 if stage > 0 and i == 0 else 1, kind, total,
-                               self.variant, name=f"layer{stage + 1}_{i}")(x, train)
+                               self.variant, lay, name=f"layer{stage + 1}_{i}")(x, train)
         x = common.global_avg_pool(x) + _scalar(self, "bias2")
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="fc")(x)

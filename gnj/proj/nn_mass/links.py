@@ -1,4 +1,4 @@
-"""Random concatenation links of the NN-Mass dense nets (docs/models_part2.md, "Topology").
+"""Random concatenation links of the NN-Mass dense nets (docs/proj/nn_mass.md#topology).
 
 Layer j of a dense MLP or of a dense-CNN cell picks ``links_j`` of the ``paths_j`` channels of
 its link pool, without replacement. Two samplers, both a pure function of the seed:
