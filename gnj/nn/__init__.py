@@ -3,4 +3,4 @@
 Importing this package registers every layer in ``gnj.registry``.
 """
 
-from gnj.nn import activations, conv, inits, noise, norms, online_norm  # noqa: F401
+from gnj.nn import activations, conv, inits, noise, norms  # noqa: F401

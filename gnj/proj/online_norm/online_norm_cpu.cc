@@ -1,6 +1,6 @@
 // Online Normalization (Chiley et al., NeurIPS 2019): training forward and backward on XLA:CPU.
 //
-// XLA FFI custom calls for gnj/nn/online_norm.py, built and loaded by online_norm_kernel.py.
+// XLA FFI custom calls for gnj/proj/online_norm/layer.py, built and loaded by kernel.py.
 // Heavy arrays are (N, D, C), C innermost; the N samples are k streams of n = N/k consecutive
 // samples, each stream starting from the same (mu0, var0) or (u0, v0). Per channel, sample t:
 //
@@ -19,7 +19,7 @@
 // over the k streams; backward dx and the final u, v averaged over the streams. One thread:
 // on the 2-core machine this was written on, a second one over channel halves was slower at
 // every shape tried, and one over streams helped only streams=2 at small sizes
-// (docs/online_norm.md, "The CPU kernel").
+// (docs/proj/online_norm.md#cpu-kernel).
 
 #include <algorithm>
 #include <cmath>
