@@ -301,7 +301,7 @@ class _Named(nn.Module):
     ("sws", dict(features=6, kernel_size=(3, 3), feature_group_count=3), (1, 5, 5, 4),
      r"ScaledStdConv 'conv1'.*feature_group_count=3.*4 input channels.*6 output"),
     ("weight_norm", dict(features=6, kernel_size=(3, 3), variant="pytorch"), (1, 5, 5, 4),
-     r"WeightNormConv 'conv1'.*'pytorch'.*lubana"),
+     r"WeightNormConv 'conv1'.*'pytorch'.*unit"),
     ("centered", dict(features=6, kernel_size=(3, 3), padding="CIRCULAR"), (1, 5, 5, 4),
      r"CenteredConv 'conv1'.*padding 'CIRCULAR'"),
     ("normed", dict(features=6, kernel_size=(3, 3)), (5, 4),

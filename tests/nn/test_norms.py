@@ -74,14 +74,14 @@ def affine(t, p):
     return t * ch(p["scale"]) + ch(p["bias"])
 
 
-def ref_batch(lubana: bool):
+def ref_batch(biased: bool):
     def f(x, p, s, train):
         t = nchw(x)
         if train:
             mu, var = mean_var(t, (0, 2, 3))
             mu, var = mu.ravel(), var.ravel()
             n = t.shape[0] * t.shape[2] * t.shape[3]
-            run_var = var if lubana else var * n / (n - 1)
+            run_var = var if biased else var * n / (n - 1)
             s = {"mean": 0.9 * s["mean"] + 0.1 * mu, "var": 0.9 * s["var"] + 0.1 * run_var}
         else:
             mu, var = s["mean"], s["var"]
@@ -238,7 +238,7 @@ CASES = [
     Case("batch", ref_batch(False), {"mean": 0.0, "var": 1.0}),
     Case("batch", ref_batch(False), {"mean": 0.0, "var": 1.0}, (6, 5)),
     Case("batch_lubana", ref_batch(True), {"mean": 1.0, "var": 1.0}),
-    Case("batch(convention='lubana')", ref_batch(True), {"mean": 1.0, "var": 1.0}, (6, 5)),
+    Case("batch(convention='biased')", ref_batch(True), {"mean": 1.0, "var": 1.0}, (6, 5)),
     Case("ghost_batch(size=2)", ref_ghost(2), {"mean": 0.0, "var": 1.0}),
     Case("ghost_batch(size=3)", ref_ghost(3), {"mean": 0.0, "var": 1.0}, (6, 5)),
     Case("mean_only", ref_mean_only, {"mean": 0.0}),
@@ -519,7 +519,7 @@ class _Named(nn.Module):
      r"GhostBatchNorm 'norm1'.*ghost batch size 3 does not divide the batch of 4 samples"),
     ("instance", (4, 8), False, r"InstanceNorm 'norm1'.*spatial axes.*\(4, 8\)"),
     ("evonorm_b0", (4, 1, 1, 8), False, r"EvoNormB0 'norm1'.*at least 2.*\(4, 1, 1, 8\)"),
-    ("batch(convention='keras')", (4, 8), False, r"BatchNorm 'norm1'.*'keras'.*lubana"),
+    ("batch(convention='keras')", (4, 8), False, r"BatchNorm 'norm1'.*'keras'.*biased"),
     ("layer(affine='row')", (4, 8), False, r"LayerNorm 'norm1'.*'row'.*element"),
     ("batch", (8,), False, r"BatchNorm 'norm1'.*no channel axis"),
 ])

@@ -249,7 +249,7 @@ def _core_bwd(alpha_f, alpha_b, eps, streams, impl, residuals, cotangents):
 _core.defvjp(_core_fwd, _core_bwd)
 
 
-@NORMS.register("online", "on", "online_norm")
+@NORMS.register("online")
 class OnlineNorm(nn.Module):
     """Online Normalization for (N, C) and (N, H, W, C) inputs; see the module docstring.
 
@@ -357,3 +357,6 @@ class OnlineNorm(nn.Module):
         if self.ecm == "ac":
             return jnp.clip(y, -self.clamp_value, self.clamp_value)
         return y
+
+
+NORMS.alias({"on": "online", "online_norm": "online"})
