@@ -60,6 +60,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gnj import settings
 from gnj.nn.impl_switch import ImplSwitch
 from gnj.proj.online_norm import kernel
 from gnj.registry import NORMS
@@ -170,6 +171,7 @@ def _control_process(g, y, stats, u0, v0, alpha_b, k):
 
 IMPL_ENV = "GNJ_ONLINE_NORM_IMPL"
 IMPLS = ("auto", "xla", "kernel")
+settings.declare(settings.Setting(IMPL_ENV, "auto", IMPLS, "OnlineNorm implementation"))
 _SWITCH = ImplSwitch("OnlineNorm implementation", IMPL_ENV, IMPLS)
 #: The implementation asked for: the innermost :func:`use_impl`, else ``$GNJ_ONLINE_NORM_IMPL``,
 #: else ``auto``.
