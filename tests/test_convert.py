@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj import convert
+from gnj.interop import convert
 from gnj.models import build
 
 

@@ -2,3 +2,5 @@
 
 Importing this package registers its entries in the core registries (gnj.registry).
 """
+
+from gnj.proj.nn_mass import convert  # noqa: F401
