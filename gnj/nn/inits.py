@@ -36,12 +36,25 @@ def _resolve_gain(gain: float | None) -> float:
     return 1.0 if gain is None else float(gain)
 
 
-def _fan_by_mode(init_name: str, mode: str) -> Callable[[Sequence[int]], int]:
-    """``shape -> fan_in`` or ``shape -> fan_out`` for ``mode``; other modes raise ValueError."""
+def _fan_by_mode(init_name: str, mode: str) -> Callable[[int, int], int]:
+    """``(fan_in, fan_out) -> fan`` for ``mode``; modes but fan_in / fan_out raise ValueError."""
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"{init_name} mode {mode!r}; valid: fan_in, fan_out")
-    index = 0 if mode == "fan_in" else 1
-    return lambda shape: fans(shape)[index]
+    return (lambda fan_in, fan_out: fan_in) if mode == "fan_in" else (
+        lambda fan_in, fan_out: fan_out)
+
+
+def _random(distribution: str, scale: Callable[[int, int], float]) -> Initializer:
+    """The initializer ``scale(fan_in, fan_out)·N(0, 1)`` (``"normal"``) or
+    U(±scale(fan_in, fan_out)) (``"uniform"``) of the kernel's shape."""
+
+    def init(key, shape, dtype=jnp.float32):
+        s = scale(*fans(shape))
+        if distribution == "normal":
+            return s * jax.random.normal(key, shape, dtype)
+        return jax.random.uniform(key, shape, dtype, -s, s)
+
+    return init
 
 
 @INITS.register("kaiming_normal")
@@ -49,11 +62,7 @@ def kaiming_normal(gain: float | None = None, mode: str = "fan_in") -> Initializ
     """N(0, gain/√fan): ``mode`` is ``fan_in`` or ``fan_out`` (PyTorch ``kaiming_normal_``)."""
     fan = _fan_by_mode("kaiming_normal", mode)
     g = _resolve_gain(gain)
-
-    def init(key, shape, dtype=jnp.float32):
-        return g / math.sqrt(fan(shape)) * jax.random.normal(key, shape, dtype)
-
-    return init
+    return _random("normal", lambda fan_in, fan_out: g / math.sqrt(fan(fan_in, fan_out)))
 
 
 @INITS.register("torch_default")
@@ -64,13 +73,7 @@ def torch_default(gain: float | None = None) -> Initializer:
     this is the framework default, not a gain-matched init.
     """
     del gain
-
-    def init(key, shape, dtype=jnp.float32):
-        fan_in, _ = fans(shape)
-        bound = 1.0 / math.sqrt(fan_in)
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+    return _random("uniform", lambda fan_in, fan_out: 1.0 / math.sqrt(fan_in))
 
 
 def torch_default_bias(fan_in: int) -> Initializer:
@@ -95,37 +98,21 @@ def kaiming_uniform(gain: float | None = None, mode: str = "fan_in") -> Initiali
     """U(±gain·√3/√fan): the uniform with kaiming_normal's variance."""
     fan = _fan_by_mode("kaiming_uniform", mode)
     g = _resolve_gain(gain)
-
-    def init(key, shape, dtype=jnp.float32):
-        bound = g * math.sqrt(3.0 / fan(shape))
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+    return _random("uniform", lambda fan_in, fan_out: g * math.sqrt(3.0 / fan(fan_in, fan_out)))
 
 
 @INITS.register("xavier_uniform")
 def xavier_uniform(gain: float | None = None) -> Initializer:
     """U(±gain·√(6/(fan_in + fan_out))) (PyTorch ``xavier_uniform_``)."""
     g = _resolve_gain(gain)
-
-    def init(key, shape, dtype=jnp.float32):
-        fan_in, fan_out = fans(shape)
-        bound = g * math.sqrt(6.0 / (fan_in + fan_out))
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+    return _random("uniform", lambda fan_in, fan_out: g * math.sqrt(6.0 / (fan_in + fan_out)))
 
 
 @INITS.register("xavier_normal")
 def xavier_normal(gain: float | None = None) -> Initializer:
     """N(0, gain·√(2/(fan_in + fan_out))) (PyTorch ``xavier_normal_``)."""
     g = _resolve_gain(gain)
-
-    def init(key, shape, dtype=jnp.float32):
-        fan_in, fan_out = fans(shape)
-        return g * math.sqrt(2.0 / (fan_in + fan_out)) * jax.random.normal(key, shape, dtype)
-
-    return init
+    return _random("normal", lambda fan_in, fan_out: g * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
 def _orthogonal_matrix(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
@@ -260,12 +247,7 @@ def varnet(gain: float | None = None, sigma_w: float = 1.0, relu_gain: bool = Tr
     (docs/references.md#constant-init)."""
     del gain
     g = math.sqrt(2.0) if relu_gain else 1.0
-
-    def init(key, shape, dtype=jnp.float32):
-        _, fan_out = fans(shape)
-        return g * math.sqrt(sigma_w / fan_out) * jax.random.normal(key, shape, dtype)
-
-    return init
+    return _random("normal", lambda fan_in, fan_out: g * math.sqrt(sigma_w / fan_out))
 
 
 def alternating_phase(index: int) -> float:

@@ -106,12 +106,6 @@ def _running_statistic(module: nn.Module, name: str, init: Callable[..., jax.Arr
     return value
 
 
-def _check_unbiased_groups(module: nn.Module, x: jax.Array, c: int, g: int) -> None:
-    """The unbiased group variance needs at least 2 elements per (sample, group)."""
-    if (c // g) * math.prod(x.shape[1:-1]) < 2:
-        raise ValueError(
-            f"{_label(module)}: the unbiased group variance needs ≥ 2 elements per group; "
-            f"{g} groups of {c} channels on input {x.shape} give 1")
 
 
 def _moments(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -283,6 +277,11 @@ class BatchNorm(_Affine):
         if not train:
             y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
             return self._affine(y, (c,)).astype(x.dtype)
+        return self._train(x, c, ra_mean, ra_var)
+
+    def _train(self, x: jax.Array, c: int, ra_mean: nn.Variable, ra_var: nn.Variable
+               ) -> jax.Array:
+        """The training-mode output; updates the running statistics unless initializing."""
         dt = jnp.promote_types(_compute_dtype(x), self.param_dtype)
         gamma, beta = self._scale_bias((c,))
         gamma = jnp.ones((c,), dt) if gamma is None else gamma
@@ -310,13 +309,8 @@ class GhostBatchNorm(BatchNorm):
 
     size: int = 32
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c = _channels(self, x)
-        ra_mean, ra_var = self._running(c)
-        if not train:
-            y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
-            return self._affine(y, (c,)).astype(x.dtype)
+    def _train(self, x: jax.Array, c: int, ra_mean: nn.Variable, ra_var: nn.Variable
+               ) -> jax.Array:
         n = x.shape[0]
         if self.size < 1 or n % self.size:
             raise ValueError(
@@ -500,6 +494,19 @@ def _group_count(module: nn.Module, c: int, groups: int | None, p: float | None,
     return g
 
 
+def _channel_groups(module: nn.Module, x: jax.Array, groups: int | None, p: float | None,
+                    unbiased: bool) -> tuple[int, int]:
+    """(channels, group count) of ``x`` for a group norm; an unbiased group variance needs at
+    least 2 elements per (sample, group)."""
+    c = _channels(module, x)
+    g = _group_count(module, c, groups, p)
+    if unbiased and (c // g) * math.prod(x.shape[1:-1]) < 2:
+        raise ValueError(
+            f"{_label(module)}: the unbiased group variance needs ≥ 2 elements per group; "
+            f"{g} groups of {c} channels on input {x.shape} give 1")
+    return c, g
+
+
 def _group_moments(xf: jax.Array, g: int, unbiased: bool) -> tuple[jax.Array, jax.Array]:
     """Per-sample, per-group mean and variance, broadcast back to the shape of xf."""
     xg = xf.reshape(xf.shape[:-1] + (g, xf.shape[-1] // g))
@@ -531,10 +538,7 @@ class GroupNorm(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        c = _channels(self, x)
-        g = _group_count(self, c, self.groups, self.p)
-        if self.unbiased:
-            _check_unbiased_groups(self, x, c, g)
+        c, g = _channel_groups(self, x, self.groups, self.p, self.unbiased)
         mean, var = _group_moments(x.astype(_compute_dtype(x)), g, self.unbiased)
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
         return self._affine(y, (c,)).astype(x.dtype)
@@ -594,10 +598,7 @@ class EvoNormS0(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        c = _channels(self, x)
-        g = _group_count(self, c, self.groups, None)
-        if self.unbiased:
-            _check_unbiased_groups(self, x, c, g)
+        c, g = _channel_groups(self, x, self.groups, None, self.unbiased)
         xf = x.astype(_compute_dtype(x))
         _, var = _group_moments(xf, g, self.unbiased)
         v = self.param("v", nn.initializers.ones, (c,), self.param_dtype)
