@@ -1,6 +1,6 @@
-"""Initializers (REFERENCE.md §1.6, §1.9, §3.3, §3.4): orthogonality, scales and fans, Fixup
-factors, ConstNet and LeakyNet kernels re-built by hand in NumPy (PyTorch layout, then moved to
-Flax's (kh, kw, in, out))."""
+"""Initializers (docs/references.md: #orthogonal-inits, #fixup, #constant-init, #init-strings):
+orthogonality, scales and fans, Fixup factors, averaging and init-string kernels re-built by
+hand in NumPy (PyTorch layout, then moved to Flax's (kh, kw, in, out))."""
 
 import math
 
@@ -269,7 +269,8 @@ def test_identity_conv_copies_channel_d_mod_in(phase, slope, const):
 
 
 def test_init_string_plus_minus_identity_pair_composes_to_minus_x():
-    """(+I, −I/α) through two leaky ReLUs of slope α is the linear map −x (REFERENCE.md §3.4)."""
+    """(+I, −I/α) through two leaky ReLUs of slope α is the linear map −x
+    (docs/references.md#init-strings)."""
     lrelu = 0.2
     # Layers 1 and 2 are blocks 0 (phase +1) and 1 (phase −1).
     w0, w1 = (f(KEY, (3, 3, 4, 4)) for f in inits.init_string_layer_inits("i_ii", lrelu)[1:])

@@ -1,6 +1,7 @@
 """Every norm against a NumPy re-derivation of its reference definition, in float64.
 
-The NumPy references below are written from REFERENCE.md (§1.8, §2.4, §5.4, §6) in the
+The NumPy references below are written from docs/references.md (#moment-norms,
+#group-frn-evonorm, #running-stats) in the
 references' own NCHW layout (the gnj modules are NHWC). For each norm the test compares, to
 1e-10 relative: the train-mode output, the updated running statistics, the eval-mode output,
 and the gradients with respect to the input and every parameter (``jax.vjp`` with a random
@@ -344,7 +345,7 @@ def test_norm_matches_numpy_reference(case):
 
 
 def test_smn_gradient_matches_the_fused_kernels_closed_form():
-    """GNEDNN's hand-written SMN backward (REFERENCE.md §1.8), per channel with s = sm + eps:
+    """A hand-written SMN backward (docs/references.md#moment-norms), per channel with s = sm + eps:
     grad_sm = −(Σ g·x)·scale/(2·s·sm), dx = g·scale + (2x/P)·grad_sm, scale = γ/s."""
     rng = np.random.default_rng(1)
     x = rng.normal(0.2, 1.3, (4, 3, 3, 5))
