@@ -108,13 +108,11 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     float32, ``$GNJ_CONV_IMPL`` not ``xla``) and oneDNN accepts the geometry. Otherwise XLA's
     conv, with maps smaller than the kernel going to :func:`patch_conv`:
 
-    XLA:CPU's convolution has a pathological case: when an input spatial size is smaller than
-    the kernel's (a 3×3 conv on the 2×2 maps at the end of VGG cfg_10, a 7×7 on 5×5), it ran
-    at ~2 GFLOP/s here (128×2×2×512 → 512: 1.2 s forward, ~1.1 s input gradient; the im2col
-    matmul takes 14 ms and 18 ms; docs/performance.md). Only that case is rerouted (undilated,
-    ungrouped, channels-last); everything else, and every other backend's result up to float
-    rounding, is ``lax.conv_general_dilated``. Autodiff goes through the pads, slices and the
-    dot, whose gradients are plain XLA ops.
+    XLA:CPU's convolution is pathologically slow when an input spatial size is smaller than the
+    kernel's (a 3×3 conv on 2×2 maps; docs/performance.md), so only that case is rerouted
+    (undilated, ungrouped, channels-last); everything else, and every other backend's result up
+    to float rounding, is ``lax.conv_general_dilated``. Autodiff goes through the pads, slices
+    and the dot, whose gradients are plain XLA ops.
     """
     n = rhs.ndim - 2
     ones = (1,) * n
