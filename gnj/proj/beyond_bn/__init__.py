@@ -3,7 +3,4 @@
 Importing this package registers its entries in the core registries (gnj.registry).
 """
 
-from gnj.proj.beyond_bn import (
-    batch_norm,  # noqa: F401
-    convert,  # noqa: F401
-)
+from gnj.proj.beyond_bn import batch_norm, convert  # noqa: F401

@@ -4,7 +4,4 @@ streams and CPU kernel, its ResNets. See docs/proj/online_norm.md.
 Importing this package registers its entries in the core registries (gnj.registry).
 """
 
-from gnj.proj.online_norm import (
-    convert,  # noqa: F401
-    layer,  # noqa: F401
-)
+from gnj.proj.online_norm import convert, layer  # noqa: F401
