@@ -209,7 +209,7 @@ def case_online_norm(table: Table, args) -> None:
     import torch
 
     from bench.torch_peers import online_norm_per_sample
-    from gnj.nn.online_norm import resolve_impl, use_impl
+    from gnj.proj.online_norm.layer import resolve_impl, use_impl
 
     if not _registered("NORMS", "online"):
         table.skip("online_norm", "norm 'online' is not registered yet")

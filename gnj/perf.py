@@ -6,24 +6,16 @@ computation (XLA reads ``XLA_FLAGS`` once, when the backend starts), e.g. first 
 ``GNJ_XLA_DEFAULTS=0`` in the environment turns the defaults off (to A/B them: ``make bench``
 does so in its ``xla_flags`` case).
 
-Every default here was measured on the train step (see ``docs/performance.md``); a flag stays only
-if it helps measurably and leaves results unchanged up to float rounding:
+Every default here was measured on the train step (docs/performance.md, "XLA flags"); a flag
+stays only if it helps measurably and leaves results unchanged up to float rounding:
 
-- ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``: JAX 0.10's CPU backend
-  sends convolutions, and the elementwise ops and reductions around them, to YNNPACK fusions.
-  This keeps YNNPACK for the reductions and elementwise work but leaves every convolution to
-  XLA's own (Eigen) kernel. Measured on two machines (docs/performance.md):
+- ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``: XLA:CPU sends
+  convolutions, and the elementwise ops and reductions around them, to YNNPACK fusions; this
+  keeps YNNPACK for the reductions and elementwise work but leaves every convolution to XLA's
+  own kernel, whose weight gradient was several times faster. Float32 throughout; only the
+  accumulation order of the sums changes.
 
-  * AMD EPYC Zen 3, AVX2 (the first machine): YNNPACK's weight-gradient convolution of a 3×3
-    conv at batch 128, 32×32×16 took ~145 ms against ~21 ms for XLA's own; the ResNet-20 step
-    was 1.67× faster with every YNNPACK fusion off (the flag then; convolutions alone were not
-    measured there: re-run ``--cases xla_flags`` on such a machine).
-  * AMD EPYC Zen 4, AVX-512 (this session): the ResNet-20 step is 1.12× faster than with XLA's
-    defaults, the same as with *every* YNNPACK fusion off (the previous default), while the
-    norms that reduce with ``jnp.mean`` keep YNNPACK's fast reductions: LayerNorm fwd+bwd at
-    (32, 56, 56, 256) 87 ms against 220 ms with all fusions off, GroupNorm 177 against 237.
-
-  Float32 throughout; only the accumulation order of the sums changes.
+``GNJ_XLA_DEFAULTS`` and ``GNJ_ALLOCATOR`` are read through :mod:`gnj.settings`.
 """
 
 from __future__ import annotations
@@ -34,6 +26,8 @@ import os
 import pkgutil
 import sys
 import warnings
+
+from gnj import settings
 
 #: flag name (without ``--``) -> value; the defaults gnj adds to ``XLA_FLAGS``.
 XLA_FLAG_DEFAULTS: dict[str, str] = {
@@ -111,7 +105,7 @@ def apply(environ: dict[str, str] | None = None) -> bool:
     when the JAX backend is already running, since XLA would ignore the change.
     """
     env = os.environ if environ is None else environ
-    if env.get(DISABLE_ENV, "1") == "0" or not expects_cpu_backend(environ):
+    if settings.get(DISABLE_ENV, env) == "0" or not expects_cpu_backend(environ):
         return False
     if environ is None and backend_initialized():
         warnings.warn("gnj.perf.apply(): the JAX backend is already initialised; XLA_FLAGS "
@@ -154,7 +148,7 @@ def allocator_env(environ: dict[str, str] | None = None,
     (``apt-get install libjemalloc2``).
     """
     env = os.environ if environ is None else environ
-    if (env.get(ALLOCATOR_ENV, "") == "system" or env.get("LD_PRELOAD")
+    if (settings.get(ALLOCATOR_ENV, env) == "system" or env.get("LD_PRELOAD")
             or not expects_cpu_backend(environ)):
         return {}
     lib = jemalloc_path(paths)

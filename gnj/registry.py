@@ -8,6 +8,11 @@ A config names an entry by string with inline keyword arguments::
 Arguments are Python literals (numbers, strings, tuples, lists, dicts, booleans, None), parsed
 with ``ast.literal_eval``; nothing in a spec is executed. Unknown names raise a ``ValueError``
 that lists the valid ones.
+
+Each entry has one canonical name (``register``). Other spellings are aliases, declared as one
+table per registry next to its entries (``NORMS.alias({"bn": "batch", ...})``); an alias names
+exactly one canonical entry and can never shadow one. :meth:`Registry.names` lists the canonical
+names only, :meth:`Registry.aliases` the table.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 
@@ -54,11 +59,12 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 class Registry:
-    """A named table of factories (classes or functions) of one kind."""
+    """A named table of factories (classes or functions) of one kind, plus its alias table."""
 
     def __init__(self, kind: str, populated_by: tuple[str, ...] = ()):
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._aliases: dict[str, str] = {}
         self._populated_by = populated_by
 
     def _populate(self) -> None:
@@ -70,24 +76,49 @@ class Registry:
                 importlib.import_module(module)
 
     def register(self, name: str | None = None, *aliases: str) -> Callable:
-        """Decorator: ``@NORMS.register("batch")``. The default name is the object's name."""
+        """Decorator: ``@NORMS.register("batch")``. The default name is the object's name.
+
+        ``aliases`` are added to the alias table as by :meth:`alias` (prefer one table).
+        """
 
         def decorator(obj: Callable[..., Any]) -> Callable[..., Any]:
-            for key in (name or obj.__name__, *aliases):
-                if key in self._entries and self._entries[key] is not obj:
-                    raise ValueError(f"{self.kind} {key!r} is already registered")
-                self._entries[key] = obj
+            key = name or obj.__name__
+            if key in self._aliases or (key in self._entries and self._entries[key] is not obj):
+                raise ValueError(f"{self.kind} {key!r} is already registered")
+            self._entries[key] = obj
+            self.alias({a: key for a in aliases})
             return obj
 
         return decorator
 
+    def alias(self, table: Mapping[str, str]) -> None:
+        """Add ``{alias: canonical name}`` entries to this registry's alias table.
+
+        The canonical name may be registered later (lookups resolve at call time). Raises
+        ``ValueError`` if an alias is a canonical name or already an alias of another name.
+        """
+        for alias, target in table.items():
+            if alias in self._entries or self._aliases.get(alias, target) != target:
+                raise ValueError(f"{self.kind} alias {alias!r} is already registered")
+            if target in self._aliases:
+                raise ValueError(f"{self.kind} alias {alias!r} must name a canonical {self.kind}, "
+                                 f"not the alias {target!r}")
+            self._aliases[alias] = target
+
+    def canonical(self, name: str) -> str:
+        """The canonical name of ``name`` (itself or the entry its alias names)."""
+        return self._aliases.get(name, name)
+
     def get(self, name: str) -> Callable[..., Any]:
-        """The registered factory called ``name`` (no arguments applied)."""
+        """The registered factory called ``name`` or aliased by it (no arguments applied)."""
         self._populate()
-        if name not in self._entries:
+        entry = self._entries.get(self.canonical(name))
+        if entry is None:
+            aliases = ", ".join(f"{a}={t}" for a, t in sorted(self._aliases.items()))
             raise ValueError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
-        return self._entries[name]
+                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                + (f" (aliases: {aliases})" if aliases else ""))
+        return entry
 
     def lookup(self, spec: str, **defaults: Any) -> functools.partial:
         """``functools.partial`` of the named factory with the spec's arguments.
@@ -98,12 +129,18 @@ class Registry:
         return functools.partial(self.get(name), **{**defaults, **kwargs})
 
     def names(self) -> list[str]:
+        """The canonical names, sorted (one per entry; aliases are in :meth:`aliases`)."""
         self._populate()
         return sorted(self._entries)
 
+    def aliases(self) -> dict[str, str]:
+        """The alias table, ``{alias: canonical name}``."""
+        self._populate()
+        return dict(sorted(self._aliases.items()))
+
     def __contains__(self, name: str) -> bool:
         self._populate()
-        return name in self._entries
+        return self.canonical(name) in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -294,7 +294,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     validate.abstract_init(init, config.model)  # shape errors now, before any compile
     state = jax.jit(init, out_shardings=rep)()
     if config.get("pretrained", ""):  # torchvision-format weights from a local .pth file
-        from gnj import pretrained
+        from gnj.interop import torchvision as pretrained
 
         state = pretrained.apply_to_state(state, config)
     step = make_train_step(model, tx, source.preprocess, lr_schedule,

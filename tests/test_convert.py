@@ -1,11 +1,11 @@
-"""gnj.convert: reference-layout state dicts into gnj variables (no torch needed: numpy dicts)."""
+"""gnj.interop.convert: reference-layout state dicts into gnj variables (numpy dicts, no torch)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj import convert
+from gnj.interop import convert
 from gnj.models import build
 
 
@@ -47,3 +47,19 @@ def test_from_torch_lists_missing_unexpected_and_misshaped_tensors():
     with pytest.raises(ValueError,
                        match="no reference name map for MobileNetV2; supported: ConstNet"):
         convert.name_map(build({"name": "mobilenet_v2"}, 3))
+
+
+def test_each_paper_registers_its_layouts_and_unknown_families_are_refused():
+    families = {convert.NAME_MAPS.get(n).family for n in convert.NAME_MAPS.names()}
+    assert {"ConstNet", "LeakyNet", "DenseCNN", "DenseCNNDepthwise", "DenseMLP", "VGG",
+            "ResNet56Lubana", "ResNetCifar", "SerialNet", "DenseNetCifar", "FixupResNet",
+            "MobileNetV1", "MLP"} <= families
+    with pytest.raises(ValueError, match="no reference name map for object; supported: .*VGG"):
+        convert.name_map(object())
+
+
+def test_one_family_two_layouts_chosen_by_the_model():
+    option_a = convert.name_map(build({"name": "resnet_cifar", "depth": 8, "shortcut": "A"}, 10))
+    option_b = convert.name_map(build({"name": "resnet_cifar", "depth": 8, "shortcut": "B"}, 10))
+    assert "layer2.0.downsample.0" in option_b.modules
+    assert "layer2.0.downsample.0" not in option_a.modules and "norm1" in option_a.modules

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import pytest
 
 from gnj import perf
-from gnj.nn import online_norm, online_norm_kernel
+from gnj.proj.online_norm import kernel as online_norm_kernel
+from gnj.proj.online_norm import layer as online_norm
 from tests.conftest import REPO
 
 if sys.version_info >= (3, 11):

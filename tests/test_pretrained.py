@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from gnj import models, pretrained  # noqa: E402
+from gnj import models  # noqa: E402
+from gnj.interop import torchvision as pretrained  # noqa: E402
 
 # ----------------------------------------------------------------------------- torch models
 

@@ -1,6 +1,8 @@
-"""Layers: norms, convs, initializers, activations, online norm, noise.
+"""Layers: norms, convs (with the oneDNN CPU path), initializers, activations, noise.
 
-Importing this package registers every layer in ``gnj.registry``.
+Importing this package registers every core layer in ``gnj.registry`` (NORMS, CONVS, INITS,
+ACTIVATIONS), each module with one alias table for its registry. ``cpp_build`` and
+``impl_switch`` are the shared machinery of the C++ CPU kernels.
 """
 
-from gnj.nn import activations, conv, inits, noise, norms, online_norm  # noqa: F401
+from gnj.nn import activations, conv, inits, noise, norms  # noqa: F401

@@ -2,9 +2,8 @@
 
 Every registered entry is a factory returning a Flax module called as ``act(x)``. Parameter-free
 activations are wrapped in :class:`Elementwise`, so models treat all activations alike.
-``gain(spec)`` is the gain table of GNEDNN_release ``ops/initialization.py``
-(docs/references.md#gne-init):
-linear and tanh 1, relu/prelu/sprelu √2, leaky ReLU √(2/(1+s²)).
+``gain(spec)`` is the init gain matched to an activation (docs/references.md#orthogonal-inits):
+identity and tanh 1, relu/prelu/sprelu √2, leaky ReLU √(2/(1+s²)).
 """
 
 from __future__ import annotations
@@ -34,50 +33,47 @@ def relu() -> nn.Module:
     return Elementwise(jax.nn.relu)
 
 
-@ACTIVATIONS.register("identity", "linear", "none")
+@ACTIVATIONS.register("identity")
 def identity() -> nn.Module:
     return Elementwise(lambda x: x)
 
 
 _GAINS: dict[str, Callable[[dict], float]] = {
     "identity": lambda kw: 1.0,
-    "linear": lambda kw: 1.0,
-    "none": lambda kw: 1.0,
     "tanh": lambda kw: 1.0,
     "relu": lambda kw: math.sqrt(2.0),
     "prelu": lambda kw: math.sqrt(2.0),
     "sprelu": lambda kw: math.sqrt(2.0),
     "leaky_relu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
-    "lrelu": lambda kw: math.sqrt(2.0 / (1.0 + kw.get("negative_slope", 0.01) ** 2)),
-    # No entry in GNEDNN's table: its configs pass --gain explicitly for these
-    # (docs/references.md#gne-init).
+    # No standard gain: configs that need another pass ``gain=`` to the init
+    # (docs/references.md#orthogonal-inits).
     "elu": lambda kw: 1.0,
     "selu": lambda kw: 1.0,
     "seluv2": lambda kw: 1.0,
     # ReLU below 6: He's √2 (torchvision's MobileNetV2 inits with the ReLU gain).
     "relu6": lambda kw: math.sqrt(2.0),
     # Unit second moment out for N(0, 1) in: pairs with unit-gain (weight-normed) convs
-    # (docs/references.md#beyond-bn-norms).
+    # (docs/references.md#scaled-ws-weight-norm).
     "wn_scaled_relu": lambda kw: 1.0,
 }
 
 
 def register_gain(name: str, fn: Callable[[dict], float]) -> None:
-    """Declare the init gain of activation ``name`` as a function of its spec's kwargs."""
+    """Declare the init gain of activation ``name`` (canonical) as a function of its kwargs."""
     _GAINS[name] = fn
 
 
 def gain(spec: str) -> float:
     """Init gain matched to activation ``spec``: linear/tanh/elu/selu/seluv2/wn_scaled_relu 1,
     relu/relu6/prelu/sprelu √2, leaky ReLU √(2/(1+s²)); 1 for an activation without an entry.
-    Configs override it with an init's ``gain=`` kwarg (GNEDNN's ``--gain``)."""
+    Configs override it with an init's ``gain=`` kwarg."""
     name, kwargs = parse_spec(spec)
     ACTIVATIONS.get(name)  # unknown names raise with the valid list
-    fn = _GAINS.get(name)
+    fn = _GAINS.get(ACTIVATIONS.canonical(name))
     return 1.0 if fn is None else float(fn(kwargs))
 
 
-@ACTIVATIONS.register("leaky_relu", "lrelu")
+@ACTIVATIONS.register("leaky_relu")
 def leaky_relu(negative_slope: float = 0.01) -> nn.Module:
     return Elementwise(lambda x: jax.nn.leaky_relu(x, negative_slope))
 
@@ -105,7 +101,7 @@ def relu6() -> nn.Module:
 @ACTIVATIONS.register("wn_scaled_relu")
 def wn_scaled_relu() -> nn.Module:
     """√(2π/(π−1))·(relu(x) − 1/√(2π)): zero mean, unit variance for x ~ N(0, 1)
-    (docs/references.md#beyond-bn-norms)."""
+    (docs/references.md#scaled-ws-weight-norm)."""
     scale, shift = math.sqrt(2 * math.pi / (math.pi - 1)), 1 / math.sqrt(2 * math.pi)
     return Elementwise(lambda x: scale * (jax.nn.relu(x) - shift))
 
@@ -113,9 +109,8 @@ def wn_scaled_relu() -> nn.Module:
 class PReLU(nn.Module):
     """PyTorch ``nn.PReLU()``: one learnable slope shared by all channels, init 0.25.
 
-    ``normalized=True`` gives GNEDNN's sPReLU, prelu(x, a)/√(1+a²) (its clamp of a is a no-op
-    in the reference [as-written], so a is not clamped here either). The slope is created in
-    ``param_dtype``.
+    ``normalized=True`` gives sPReLU, prelu(x, a)/√(1+a²), with a not clamped
+    (docs/references.md#selu-epsilon). The slope is created in ``param_dtype``.
     """
 
     init_slope: float = 0.25
@@ -138,17 +133,16 @@ ACTIVATIONS.register("sprelu")(
 
 def seluv2_constants(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07
                      ) -> tuple[float, float]:
-    """(λ, α) of GNEDNN's depth-aware SeLU (docs/references.md#gne-selu). With x ~ N(0, v), v = q·γ
+    """(λ, α) of the depth-aware SeLU (docs/references.md#selu-epsilon). With x ~ N(0, v), v = q·γ
     (q = ``fixpoint``, γ = ``gamma`` = gain²) and Φ the standard normal CDF:
 
         γ·E[f′(x)²] = γ·(λ²α²·e^{2v}Φ(−2√v) + λ²/2) = 1 + ε
         E[f(x)²]    = λ²α²·(e^{2v}Φ(−2√v) − 2e^{v/2}Φ(−√v) + ½) + ½λ²v = q
 
-    The reference runs ``scipy.optimize.fsolve`` from [1, 1]. Both equations are linear in
-    (λ²α², λ²), so gnj solves that 2×2 system exactly and returns the positive root (the
-    reference's fsolve could in principle stop at a sign-flipped one). A solution with λ² > 0,
-    α² ≥ 0 exists iff 0 ≤ ε < v·e^{2v}Φ(−2√v)/c − 1 with c the bracket of the second equation
-    (≈ 0.160 at γ = q = 1); ε = 0 gives α = 0, i.e. λ·ReLU. Otherwise ValueError.
+    Both equations are linear in (λ²α², λ²), so gnj solves that 2×2 system exactly and returns
+    the positive root (an iterative solver could stop at a sign-flipped one). A solution with
+    λ² > 0, α² ≥ 0 exists iff 0 ≤ ε < v·e^{2v}Φ(−2√v)/c − 1 with c the bracket of the second
+    equation (≈ 0.160 at γ = q = 1); ε = 0 gives α = 0, i.e. λ·ReLU. Otherwise ValueError.
     """
     from scipy.special import erfcx
 
@@ -185,3 +179,6 @@ def seluv2(gamma: float = 1.0, fixpoint: float = 1.0, epsilon: float = 0.07) -> 
     """λ·elu(x, α) with (λ, α) from :func:`seluv2_constants`; the mains pass γ = gain²."""
     lam, alpha = seluv2_constants(gamma, fixpoint, epsilon)
     return Elementwise(lambda x: lam * jax.nn.elu(x, alpha))
+
+
+ACTIVATIONS.alias({"linear": "identity", "none": "identity", "lrelu": "leaky_relu"})

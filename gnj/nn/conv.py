@@ -108,13 +108,11 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     float32, ``$GNJ_CONV_IMPL`` not ``xla``) and oneDNN accepts the geometry. Otherwise XLA's
     conv, with maps smaller than the kernel going to :func:`patch_conv`:
 
-    XLA:CPU's convolution has a pathological case: when an input spatial size is smaller than
-    the kernel's (a 3×3 conv on the 2×2 maps at the end of VGG cfg_10, a 7×7 on 5×5), it ran
-    at ~2 GFLOP/s here (128×2×2×512 → 512: 1.2 s forward, ~1.1 s input gradient; the im2col
-    matmul takes 14 ms and 18 ms; docs/performance.md). Only that case is rerouted (undilated,
-    ungrouped, channels-last); everything else, and every other backend's result up to float
-    rounding, is ``lax.conv_general_dilated``. Autodiff goes through the pads, slices and the
-    dot, whose gradients are plain XLA ops.
+    XLA:CPU's convolution is pathologically slow when an input spatial size is smaller than the
+    kernel's (a 3×3 conv on 2×2 maps; docs/performance.md), so only that case is rerouted
+    (undilated, ungrouped, channels-last); everything else, and every other backend's result up
+    to float rounding, is ``lax.conv_general_dilated``. Autodiff goes through the pads, slices
+    and the dot, whose gradients are plain XLA ops.
     """
     n = rhs.ndim - 2
     ones = (1,) * n
@@ -139,7 +137,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
         preferred_element_type=preferred_element_type)
 
 
-@CONVS.register("plain", "naive", "conv")
+@CONVS.register("plain")
 class Conv(nn.Conv):
     """``flax.linen.Conv``, through :func:`conv_general_dilated` (same math; the pathological
     small-map case of XLA:CPU's convolution rerouted to an im2col matmul)."""
@@ -241,26 +239,21 @@ class ReparamConv(nn.Module):
         return y if bias is None else y + bias
 
 
-@CONVS.register("centered", "weight_centered", "wc")
+@CONVS.register("centered")
 class CenteredConv(ReparamConv):
-    """Weight centring: W_f ← W_f − mean(W_f) per filter, at every call.
-
-    GNEDNN ``CenterConv2d`` (docs/references.md#gne-weight-reparam) and Beyond-BatchNorm
-    ``WCConv2d`` (docs/references.md#beyond-bn-weight-reparam).
-    """
+    """Weight centring: W_f ← W_f − mean(W_f) per filter, at every call
+    (docs/references.md#weight-centring)."""
 
     def reparam(self, kernel: jax.Array) -> jax.Array:
         return kernel - jnp.mean(kernel, filter_axes(kernel), keepdims=True)
 
 
-@CONVS.register("normed", "wn_chen")
+@CONVS.register("normed")
 class NormedConv(ReparamConv):
-    """Chen's weight standardisation ("new configuration of WN"): (W_f − μ_f)·gain/(√n·s_f).
+    """Weight standardisation with a fan-in gain: W_f ← (W_f − μ_f)·gain/(√n·s_f).
 
-    GNEDNN ``WnConv2d`` used as ``--conv=normed`` (docs/references.md#gne-weight-reparam): μ_f and
-    s_f are the mean
-    and the *unbiased* (torch.std) standard deviation of filter f, n its fan-in, gain = √2. No
-    eps, as in the reference.
+    μ_f and s_f are the mean and the *unbiased* (torch.std) standard deviation of filter f, n its
+    fan-in, gain = √2; no eps (docs/references.md#weight-centring).
     """
 
     gain: float = math.sqrt(2.0)
@@ -273,12 +266,11 @@ class NormedConv(ReparamConv):
         return centred * (self.gain / math.sqrt(n)) / std
 
 
-@CONVS.register("sws", "scaled_ws")
+@CONVS.register("sws")
 class ScaledStdConv(ReparamConv):
     """Scaled weight standardisation: W_f ← gain·g_f·(W_f − μ_f)/((σ_f + eps)·√n).
 
-    NF-net ``ScaledStdConv2d`` as used by Beyond-BatchNorm
-    (docs/references.md#beyond-bn-weight-reparam): σ_f the *biased*
+    As NF-nets' ``ScaledStdConv2d`` (docs/references.md#scaled-ws-weight-norm): σ_f the *biased*
     std of filter f, eps = 1e-5 added to σ (not under the root), n the fan-in, gain =
     √(2π/(π−1)) (the ReLU gain), g (param ``g``) a learnable per-filter gain, init 1.
     """
@@ -295,7 +287,7 @@ class ScaledStdConv(ReparamConv):
         return centred / (std + self.epsilon) * (g * (self.gain / math.sqrt(n)))
 
 
-_WN_VARIANTS = ("lubana", "torch")
+_WN_VARIANTS = ("unit", "torch")
 
 
 @CONVS.register("weight_norm")
@@ -304,19 +296,17 @@ class WeightNormConv(ReparamConv):
 
     Two variants, by ``variant``:
 
-    - ``"lubana"`` (default; Beyond-BatchNorm ``WN_self``,
-    docs/references.md#beyond-bn-weight-reparam): g init 1 and
-      eps = 1e-5, so the initial effective filters have unit norm. The reference pairs it with
-      the scaled ReLU ``act="wn_scaled_relu"`` and no norm.
-    - ``"torch"`` (PyTorch ``nn.utils.weight_norm(dim=0)``, used by GNEDNN's ``norm_fn='wn'``,
-      docs/references.md#gne-weight-reparam; also registered as ``weight_norm_torch``): g
-      initialised to ‖W_f‖ of the initial
-      kernel, so the initial effective kernel equals the initialised one, and eps = 0.
+    - ``"unit"`` (default; docs/references.md#scaled-ws-weight-norm): g init 1 and eps = 1e-5, so
+      the initial effective filters have unit norm; usually paired with the scaled ReLU
+      ``act="wn_scaled_relu"`` and no norm.
+    - ``"torch"`` (PyTorch ``nn.utils.weight_norm(dim=0)``; also registered as
+      ``weight_norm_torch``): g initialised to ‖W_f‖ of the initial kernel, so the initial
+      effective kernel equals the initialised one, and eps = 0.
 
     ``epsilon=None`` picks the variant's eps. The gain is the parameter ``g`` (one per filter).
     """
 
-    variant: str = "lubana"
+    variant: str = "unit"
     epsilon: float | None = None
 
     def reparam(self, kernel: jax.Array) -> jax.Array:
@@ -337,3 +327,11 @@ class WeightNormConvTorch(WeightNormConv):
     """:class:`WeightNormConv`, ``variant="torch"``: ``nn.utils.weight_norm``, g = ‖W‖ at init."""
 
     variant: str = "torch"
+
+
+CONVS.alias({
+    "naive": "plain", "conv": "plain",
+    "weight_centered": "centered", "wc": "centered",
+    "wn_chen": "normed",
+    "scaled_ws": "sws",
+})

@@ -1,12 +1,12 @@
 """Compile-on-first-use for gnj's C++ XLA FFI kernels: keyed cache, atomic build, registration.
 
-A kernel's shared library is built with ``$GNJ_CXX`` (default ``g++``) into
-``$GNJ_KERNEL_CACHE`` (default ``~/.cache/gnj/kernels``) under a name keyed by a hash of
+A kernel's shared library is built with the compiler ``$GNJ_CXX`` into the cache directory
+``$GNJ_KERNEL_CACHE`` (both read through :mod:`gnj.settings`) under a name keyed by a hash of
 everything that determines the binary (the source, the command's flags, the compiler, the JAX
 version, and whatever else the kernel names, e.g. the CPU model for ``-march=native`` code). The
 library is written to a temporary name and moved into place with ``os.replace``, so concurrent
-processes (pytest-xdist workers) may build it at once. Used by ``online_norm_kernel`` and
-``onednn_kernel``; each decides what to do when :func:`build` raises (warn once, use XLA).
+processes (pytest-xdist workers) may build it at once. Each kernel module decides what to do
+when :func:`build` raises (typically: warn once, use XLA).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import jax
 
+from gnj import settings
+
 CXX_ENV, CACHE_ENV = "GNJ_CXX", "GNJ_KERNEL_CACHE"
 
 _libraries: list[ctypes.CDLL] = []  # keep every loaded library alive: XLA holds its handlers
@@ -30,7 +32,7 @@ _registered: set[str] = set()
 
 def compiler() -> str:
     """The C++ compiler: ``$GNJ_CXX``, else ``g++``."""
-    return os.environ.get(CXX_ENV, "g++")
+    return settings.get(CXX_ENV)
 
 
 def cpu_model() -> str:
@@ -44,7 +46,8 @@ def cpu_model() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gnj" / "kernels")
+    """Where compiled kernels are kept: ``$GNJ_KERNEL_CACHE``, else ``~/.cache/gnj/kernels``."""
+    return Path(settings.get(CACHE_ENV))
 
 
 def library_path(stem: str, key_parts: Iterable[bytes | str]) -> Path:

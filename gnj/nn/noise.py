@@ -1,8 +1,8 @@
-"""Explicit symmetry breaking (Blumenfeld et al., ICML 2020;
-docs/references.md#sigprop-symmetry-breaking).
+"""Explicit symmetry breaking for nets whose channels start identical
+(docs/references.md#symmetry-breaking).
 
-ConstNet relies on cuDNN's non-deterministic convolutions to break the symmetry between its
-identical channels; XLA is deterministic, so gnj provides the breaker explicitly:
+Non-deterministic GPU convolutions can break the symmetry between identical channels by accident;
+XLA is deterministic, so gnj provides the breaker explicitly:
 :class:`SymmetryNoise` adds independent N(0, scale²) noise to the activations in the forward pass
 and, independently, to their gradients in the backward pass (a ``jax.custom_vjp``), drawing both
 keys from the ``noise`` RNG stream. It is the identity in eval mode or when ``scale`` is 0.
@@ -51,10 +51,9 @@ def _check_scale(scale: float, where: str) -> None:
 class SymmetryNoise(nn.Module):
     """``noise(x, train)``: forward and backward Gaussian noise of std ``scale`` when training.
 
-    Stands in for cuDNN's non-deterministic convolutions in ConstNet / LeakyNet (the
-    reference's ``--cudaNoise``; docs/references.md#sigprop-symmetry-breaking); both keys come from
-    the ``noise`` RNG stream, so a model applied
-    with ``train=True`` and ``scale > 0`` needs ``rngs={"noise": key}``.
+    Stands in for non-deterministic GPU convolutions (docs/references.md#symmetry-breaking); both
+    keys come from the ``noise`` RNG stream, so a model applied with ``train=True`` and
+    ``scale > 0`` needs ``rngs={"noise": key}``.
     """
 
     scale: float = 0.0

@@ -10,9 +10,8 @@ says whether the norm couples the samples of a batch.
 Conventions shared by every norm here (docs/norms.md has the full table):
 
 - ``momentum`` is always the weight of the *new batch value* in the running average,
-  ``r ← (1 − m)·r + m·batch`` (PyTorch's convention). The Beyond-BatchNorm code
-  (docs/references.md#beyond-bn-norms) writes ``r ← 0.9·r + 0.1·batch``, which is ``momentum=0.1``
-  here.
+  ``r ← (1 − m)·r + m·batch`` (PyTorch's convention; a "keep 0.9" average is ``momentum=0.1``,
+  docs/references.md#running-stats).
 - Statistics are computed in at least float32 (float64 inputs stay float64) and the output is
   cast back to the input dtype. ``param_dtype`` is the dtype of parameters *and* running
   statistics (float32 by default; the float64 tests pass ``jnp.float64``).
@@ -25,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -50,12 +50,12 @@ def spatial_axes(x: jax.Array) -> tuple[int, ...]:
 
 
 def p_grouping(width: int, p: float) -> int:
-    """Beyond-BatchNorm's group-count rule (docs/references.md#beyond-bn-norms): ``int(p)`` if p >
-    1 else ⌈width·p⌉.
+    """The group-count rule of ``p`` (docs/references.md#group-frn-evonorm): ``int(p)`` if p > 1
+    else ⌈width·p⌉.
 
     p > 1 is the number of groups; p ≤ 1 is the inverse group size (p = 1: one channel per group,
-    i.e. InstanceNorm; tiny p: one group, i.e. LayerNorm). The float product is rounded up
-    exactly as written in the reference.
+    i.e. InstanceNorm; tiny p: one group, i.e. LayerNorm). The float product is rounded up as
+    computed (no tolerance).
     """
     return int(p) if p > 1 else math.ceil(width * p)
 
@@ -90,6 +90,22 @@ def _spatial_size(module: nn.Module, x: jax.Array, minimum: int = 1) -> int:
 
 def _ema(var: nn.Variable, batch_value: jax.Array, momentum: float) -> None:
     var.value = (1 - momentum) * var.value + momentum * batch_value.astype(var.value.dtype)
+
+
+def _running_statistic(module: nn.Module, name: str, init: Callable[..., jax.Array], c: int,
+                       train: bool, batch_value: Callable[[], jax.Array]) -> jax.Array:
+    """A per-channel statistic: ``batch_value()`` in training, folded into its running average
+    ``batch_stats/<name>`` (EMA, ``module.momentum``, from ``init``) unless initializing; the
+    running average in eval."""
+    running = module.variable("batch_stats", name, init, (c,), module.param_dtype)
+    if not train:
+        return running.value
+    value = batch_value()
+    if not module.is_initializing():
+        _ema(running, value, module.momentum)
+    return value
+
+
 
 
 def _moments(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -195,7 +211,7 @@ class _Affine(nn.Module):
 # Identity
 
 
-@NORMS.register("none", "identity", "plain")
+@NORMS.register("none")
 class NoNorm(nn.Module):
     """The identity: ``y = x``."""
 
@@ -210,22 +226,20 @@ class NoNorm(nn.Module):
 # Batch-coupled norms
 
 
-_BN_CONVENTIONS = ("torch", "lubana")
+_BN_CONVENTIONS = ("torch", "biased")
 
 
-@NORMS.register("batch", "bn")
+@NORMS.register("batch")
 class BatchNorm(_Affine):
     """y = γ·(x − μ_B)/√(σ²_B + eps) + β over all axes but the channel; σ²_B biased.
 
     Two running-statistics conventions (docs/references.md#running-stats), chosen by ``convention``:
 
-    - ``"torch"`` (default; PyTorch ``nn.BatchNorm2d``, seeds 1, 3, 4, 5): running mean starts at
-      0, running variance at 1, and the running variance averages the *unbiased* batch variance.
-    - ``"lubana"`` (Beyond-BatchNorm ``BN_self``, docs/references.md#beyond-bn-norms, also
-    registered as
-      ``batch_lubana``): the running variance averages the *biased* batch variance and the
-      running mean starts at **one** [as-written in the reference; kept because it changes the
-      eval output of briefly trained nets].
+    - ``"torch"`` (default; PyTorch ``nn.BatchNorm2d``): running mean starts at 0, running
+      variance at 1, and the running variance averages the *unbiased* batch variance.
+    - ``"biased"``: the running variance averages the *biased* batch variance and the running
+      mean starts at **one** (a convention some reference code uses; kept because it changes
+      the eval output of briefly trained nets).
 
     Both update ``r ← (1 − m)·r + m·batch`` with ``momentum`` m = 0.1; eval uses the running
     statistics.
@@ -236,15 +250,15 @@ class BatchNorm(_Affine):
 
     needs_batch_stats: ClassVar[bool] = True
 
-    def _lubana(self) -> bool:
+    def _biased(self) -> bool:
         if self.convention not in _BN_CONVENTIONS:
             raise ValueError(
                 f"{_label(self)}: convention {self.convention!r}; valid: {_BN_CONVENTIONS}")
-        return self.convention == "lubana"
+        return self.convention == "biased"
 
     def _running(self, c: int | tuple[int, ...]) -> tuple[nn.Variable, nn.Variable]:
         shape = (c,) if isinstance(c, int) else c
-        mean_init = jnp.ones if self._lubana() else jnp.zeros
+        mean_init = jnp.ones if self._biased() else jnp.zeros
         return (self.variable("batch_stats", "mean", mean_init, shape, self.param_dtype),
                 self.variable("batch_stats", "var", jnp.ones, shape, self.param_dtype))
 
@@ -252,7 +266,7 @@ class BatchNorm(_Affine):
                 var: jax.Array, n: int) -> None:
         """EMA update from batch mean and biased variance over n elements per channel."""
         if not self.is_initializing():
-            running_var = var if self._lubana() else var * (n / max(n - 1, 1))
+            running_var = var if self._biased() else var * (n / max(n - 1, 1))
             _ema(ra_mean, mean, self.momentum)
             _ema(ra_var, running_var, self.momentum)
 
@@ -263,6 +277,11 @@ class BatchNorm(_Affine):
         if not train:
             y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
             return self._affine(y, (c,)).astype(x.dtype)
+        return self._train(x, c, ra_mean, ra_var)
+
+    def _train(self, x: jax.Array, c: int, ra_mean: nn.Variable, ra_var: nn.Variable
+               ) -> jax.Array:
+        """The training-mode output; updates the running statistics unless initializing."""
         dt = jnp.promote_types(_compute_dtype(x), self.param_dtype)
         gamma, beta = self._scale_bias((c,))
         gamma = jnp.ones((c,), dt) if gamma is None else gamma
@@ -273,15 +292,7 @@ class BatchNorm(_Affine):
         return y.reshape(x.shape).astype(x.dtype)
 
 
-@NORMS.register("batch_lubana", "bn_lubana")
-class BatchNormLubana(BatchNorm):
-    """:class:`BatchNorm` with ``convention="lubana"`` (Beyond-BatchNorm ``BN_self``,
-    docs/references.md#beyond-bn-norms)."""
-
-    convention: str = "lubana"
-
-
-@NORMS.register("ghost_batch", "ghost_bn")
+@NORMS.register("ghost_batch")
 class GhostBatchNorm(BatchNorm):
     """BatchNorm whose training statistics are those of "ghost" batches of ``size`` samples.
 
@@ -292,22 +303,14 @@ class GhostBatchNorm(BatchNorm):
     convention). Eval uses the running statistics, so any eval batch size works; ``size`` must
     divide the *training* batch.
 
-    Deliberate difference: GNEDNN's ``GhostBN`` (docs/references.md#gne-norms, defined but unused)
-    reshapes
-    (N, C, H, W) → (N/32, 32·C, H, W) and applies BN over the 32·C channels, which normalises the
-    samples that share a position *inside* their ghost batch across the ghost batches. That is
-    not ghost BN; gnj implements ghost batches as described by the method's name and paper.
+    This is ghost BN as the method describes it, not a reshape that folds the ghost batches into
+    channels (docs/references.md#moment-norms).
     """
 
     size: int = 32
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c = _channels(self, x)
-        ra_mean, ra_var = self._running(c)
-        if not train:
-            y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
-            return self._affine(y, (c,)).astype(x.dtype)
+    def _train(self, x: jax.Array, c: int, ra_mean: nn.Variable, ra_var: nn.Variable
+               ) -> jax.Array:
         n = x.shape[0]
         if self.size < 1 or n % self.size:
             raise ValueError(
@@ -321,12 +324,12 @@ class GhostBatchNorm(BatchNorm):
         return self._affine(y, (c,)).astype(x.dtype)
 
 
-@NORMS.register("mean_only", "mean_only_bn")
+@NORMS.register("mean_only")
 class MeanOnlyBatchNorm(nn.Module):
-    """y = x − μ_B + β (no scaling); GNEDNN ``MeanOnlyBN`` (docs/references.md#gne-norms).
+    """y = x − μ_B + β (no scaling; docs/references.md#moment-norms).
 
-    Paired with ``weight_norm_torch`` convs for Chen's ``norm_fn='wn'``. Running mean: EMA with
-    PyTorch's momentum 0.1 starting at 0; eval subtracts it.
+    Usually paired with ``weight_norm_torch`` convs (weight norm with mean-only BN). Running
+    mean: EMA with PyTorch's momentum 0.1 starting at 0; eval subtracts it.
     """
 
     momentum: float = 0.1
@@ -338,13 +341,9 @@ class MeanOnlyBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = _channels(self, x)
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), self.param_dtype)
-        if train:
-            mean = jnp.mean(x.astype(_compute_dtype(x)), reduction_axes(x))
-            if not self.is_initializing():
-                _ema(ra_mean, mean, self.momentum)
-        else:
-            mean = ra_mean.value
+        mean = _running_statistic(
+            self, "mean", jnp.zeros, c, train,
+            lambda: jnp.mean(x.astype(_compute_dtype(x)), reduction_axes(x)))
         y = x - mean
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
@@ -354,11 +353,9 @@ class MeanOnlyBatchNorm(nn.Module):
 class _MomentNorm(_Affine):
     """y = γ·x/(m_c + eps) + β with a batch moment m_c over all axes but the channel.
 
-    GNEDNN ``L2Norm2d`` / ``L1Norm2d`` (docs/references.md#gne-norms): no centring; eps is added to
-    the
-    moment (not under a square root); the running moment (stored as ``batch_stats/moment``, the
-    reference's ``running_var``) is an EMA with momentum 0.1 starting at 1; eval divides by
-    ``running + eps``. The references pair it with ``centered`` convs.
+    docs/references.md#moment-norms: no centring; eps is added to the moment (not under a square
+    root); the running moment (``batch_stats/moment``) is an EMA with momentum 0.1 starting at
+    1; eval divides by ``running + eps``. Usually paired with ``centered`` convs.
     """
 
     momentum: float = 0.1
@@ -372,18 +369,14 @@ class _MomentNorm(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = _channels(self, x)
-        running = self.variable("batch_stats", "moment", jnp.ones, (c,), self.param_dtype)
-        if train:
-            moment = self._moment(x.astype(_compute_dtype(x)), reduction_axes(x))
-            if not self.is_initializing():
-                _ema(running, moment, self.momentum)
-        else:
-            moment = running.value
+        moment = _running_statistic(
+            self, "moment", jnp.ones, c, train,
+            lambda: self._moment(x.astype(_compute_dtype(x)), reduction_axes(x)))
         y = x / (moment + self.epsilon)
         return self._affine(y, (c,)).astype(x.dtype)
 
 
-@NORMS.register("smn", "l2n", "second_moment")
+@NORMS.register("smn")
 class SecondMomentNorm(_MomentNorm):
     """Second-moment normalization (SMN): m_c = RMS_c = √(mean_{N,H,W} x²) (see _MomentNorm)."""
 
@@ -392,7 +385,7 @@ class SecondMomentNorm(_MomentNorm):
         return jnp.sqrt(jnp.mean(jnp.square(xf), axes))
 
 
-@NORMS.register("l1n", "l1_moment")
+@NORMS.register("l1n")
 class L1MomentNorm(_MomentNorm):
     """L1 moment normalization: m_c = mean_{N,H,W} |x| (see _MomentNorm)."""
 
@@ -401,14 +394,13 @@ class L1MomentNorm(_MomentNorm):
         return jnp.mean(jnp.abs(xf), axes)
 
 
-@NORMS.register("variance", "vn")
+@NORMS.register("variance")
 class VarianceNorm(_Affine):
     """y = γ·x/√(σ²_B + eps) + β: divide by the batch variance, no centring.
 
-    Beyond-BatchNorm ``VN_self`` (docs/references.md#beyond-bn-norms). σ²_B is the biased batch
-    variance over all
-    axes but the channel; running variance: EMA momentum 0.1 (the reference's keep-0.9) of the
-    biased batch variance, starting at 1; eval uses it.
+    docs/references.md#group-frn-evonorm. σ²_B is the biased batch variance over all axes but
+    the channel; running variance: EMA momentum 0.1 of the biased batch variance, starting at 1;
+    eval uses it.
     """
 
     momentum: float = 0.1
@@ -418,14 +410,9 @@ class VarianceNorm(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = _channels(self, x)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), self.param_dtype)
-        if train:
-            _, var = _moments(x.astype(_compute_dtype(x)), reduction_axes(x))
-            var = var.reshape(c)
-            if not self.is_initializing():
-                _ema(ra_var, var, self.momentum)
-        else:
-            var = ra_var.value
+        var = _running_statistic(self, "var", jnp.ones, c, train,
+                                 lambda: _moments(x.astype(_compute_dtype(x)),
+                                                  reduction_axes(x))[1].reshape(c))
         return self._affine(x * jax.lax.rsqrt(var + self.epsilon), (c,)).astype(x.dtype)
 
 
@@ -436,16 +423,14 @@ class VarianceNorm(_Affine):
 _LN_AFFINE = ("channel", "element", "none")
 
 
-@NORMS.register("layer", "ln")
+@NORMS.register("layer")
 class LayerNorm(_Affine):
     """y = (x − μ)/√(σ² + eps)·γ + β with μ, σ² (biased) over (H, W, C) of each sample.
 
-    ``affine="channel"`` (default): γ, β per channel, as Beyond-BatchNorm ``LN_self``
-    (docs/references.md#beyond-bn-norms). ``affine="element"``: γ, β of shape (H, W, C), the
-    Online-Normalization
-    ``LayerNorm2d`` (docs/references.md#online-norm; created at the first call, like the
-    reference's lazy creation).
-    ``affine="none"``: no affine. ``use_scale`` / ``use_bias`` switch γ / β off individually.
+    ``affine="channel"`` (default): γ, β per channel (docs/references.md#group-frn-evonorm).
+    ``affine="element"``: γ, β of shape (H, W, C), elementwise, created at the first call from
+    the input's shape. ``affine="none"``: no affine. ``use_scale`` / ``use_bias`` switch γ / β
+    off individually.
     """
 
     affine: str = "channel"
@@ -469,9 +454,8 @@ class LayerNorm(_Affine):
 class InstanceNorm(_Affine):
     """y = (x − μ)/√(σ² + eps)·γ + β with μ, σ² (biased) over (H, W) per sample and channel.
 
-    Beyond-BatchNorm ``IN_self`` (docs/references.md#beyond-bn-norms) /
-    ``nn.InstanceNorm2d(affine=True)`` (Online Normalization).
-    Needs spatial axes: (N, C) input raises a ValueError (the variance would be 0).
+    As ``nn.InstanceNorm2d(affine=True)`` (docs/references.md#group-frn-evonorm). Needs spatial
+    axes: (N, C) input raises a ValueError (the variance would be 0).
     """
 
     needs_batch_stats: ClassVar[bool] = False
@@ -488,7 +472,7 @@ class InstanceNorm(_Affine):
 
 def _group_count(module: nn.Module, c: int, groups: int | None, p: float | None,
                  default: int = 32) -> int:
-    """Resolve ``groups`` / ``p`` (Beyond-BatchNorm p_grouping) to a group count dividing c."""
+    """Resolve ``groups`` / ``p`` (:func:`p_grouping`) to a group count dividing c."""
     if groups is not None and p is not None:
         raise ValueError(f"{_label(module)}: give either groups ({groups}) or p ({p}), not both")
     if p is not None:
@@ -510,6 +494,19 @@ def _group_count(module: nn.Module, c: int, groups: int | None, p: float | None,
     return g
 
 
+def _channel_groups(module: nn.Module, x: jax.Array, groups: int | None, p: float | None,
+                    unbiased: bool) -> tuple[int, int]:
+    """(channels, group count) of ``x`` for a group norm; an unbiased group variance needs at
+    least 2 elements per (sample, group)."""
+    c = _channels(module, x)
+    g = _group_count(module, c, groups, p)
+    if unbiased and (c // g) * math.prod(x.shape[1:-1]) < 2:
+        raise ValueError(
+            f"{_label(module)}: the unbiased group variance needs ≥ 2 elements per group; "
+            f"{g} groups of {c} channels on input {x.shape} give 1")
+    return c, g
+
+
 def _group_moments(xf: jax.Array, g: int, unbiased: bool) -> tuple[jax.Array, jax.Array]:
     """Per-sample, per-group mean and variance, broadcast back to the shape of xf."""
     xg = xf.reshape(xf.shape[:-1] + (g, xf.shape[-1] // g))
@@ -522,16 +519,14 @@ def _group_moments(xf: jax.Array, g: int, unbiased: bool) -> tuple[jax.Array, ja
             jnp.broadcast_to(var, xg.shape).reshape(xf.shape))
 
 
-@NORMS.register("group", "gn")
+@NORMS.register("group")
 class GroupNorm(_Affine):
     """y = (x − μ_g)/√(σ²_g + eps)·γ + β with μ_g, σ²_g over (H, W, channels of group g) per sample.
 
-    The group count is ``groups`` (default 32, PyTorch/Flax style) or, with ``p``, the
-    Beyond-BatchNorm p_grouping rule ``int(p) if p > 1 else ceil(C·p)``
-    (docs/references.md#beyond-bn-norms).
-    ``unbiased=False`` (default) is ``nn.GroupNorm`` (Online Normalization);
-    ``unbiased=True`` is Beyond-BatchNorm's ``GN_self``, whose group variance is torch.var's
-    unbiased default [as-written]. Channels are grouped consecutively, as in PyTorch.
+    The group count is ``groups`` (default 32, PyTorch/Flax style) or, with ``p``, the rule of
+    :func:`p_grouping` (docs/references.md#group-frn-evonorm). ``unbiased=False`` (default) is
+    PyTorch's ``nn.GroupNorm``; ``unbiased=True`` uses the unbiased group variance (torch.var's
+    default), as some reference code does. Channels are grouped consecutively, as in PyTorch.
     """
 
     groups: int | None = None
@@ -543,31 +538,25 @@ class GroupNorm(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        c = _channels(self, x)
-        g = _group_count(self, c, self.groups, self.p)
-        if self.unbiased and (c // g) * math.prod(x.shape[1:-1]) < 2:
-            raise ValueError(
-                f"{_label(self)}: the unbiased group variance needs ≥ 2 elements per group; "
-                f"{g} groups of {c} channels on input {x.shape} give 1")
+        c, g = _channel_groups(self, x, self.groups, self.p, self.unbiased)
         mean, var = _group_moments(x.astype(_compute_dtype(x)), g, self.unbiased)
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
         return self._affine(y, (c,)).astype(x.dtype)
 
 
-@NORMS.register("frn", "frn_tlu")
+@NORMS.register("frn")
 class FilterResponseNorm(_Affine):
     """Filter Response Normalization with its TLU (Singh & Krishnan 2020).
 
     ν² = mean_{H,W} x² per sample and channel; y = γ·x/√(ν² + |ε|) + β; then, with ``tlu=True``
-    (default), TLU: z = max(y, τ). As in Beyond-BatchNorm ``FRN_self`` + ``TLU``
-    (docs/norms.md): ε is one learnable scalar ``eps`` per layer (shape (), init ``epsilon`` =
-    1e-5, used as |ε|); ``per_channel_eps=True`` learns one ε per channel instead (C − 1 more
-    parameters per layer, gnj's earlier form); ``learnable_eps=False`` makes it a constant. τ
-    (``tau``) is per channel, init 0.
+    (default), TLU: z = max(y, τ) (docs/references.md#group-frn-evonorm). ε is one learnable
+    scalar ``eps`` per layer (shape (), init ``epsilon`` = 1e-5, used as |ε|);
+    ``per_channel_eps=True`` learns one ε per channel instead; ``learnable_eps=False`` makes it a
+    constant. τ (``tau``) is per channel, init 0.
 
-    The TLU is part of this module (the FRN paper's "FRN layer"), because in the reference it
-    *replaces* the activation: pair ``norm="frn"`` with ``act="identity"``. ``frn(tlu=False)`` is
-    the bare normalization. On (N, C) input ν² = x² (a 1×1 spatial map).
+    The TLU is part of this module (the FRN paper's "FRN layer"), because it *replaces* the
+    activation: pair ``norm="frn"`` with ``act="identity"``. ``frn(tlu=False)`` is the bare
+    normalization. On (N, C) input ν² = x² (a 1×1 spatial map).
     """
 
     learnable_eps: bool = True
@@ -590,17 +579,15 @@ class FilterResponseNorm(_Affine):
         return y.astype(x.dtype)
 
 
-@NORMS.register("evonorm_s0", "evonorm_so")
+@NORMS.register("evonorm_s0")
 class EvoNormS0(_Affine):
     """EvoNorm-S0 (Liu et al. 2020): y = x·sigmoid(v·x)/s_g(x)·γ + β.
 
     s_g(x) = √(σ²_g + eps), the per-sample group standard deviation over (H, W, channels of
-    the group), with ``groups`` = 32 fixed by default as in Beyond-BatchNorm ``EvoNormSO``
-    (docs/references.md#beyond-bn-norms); v (``v``), γ, β per channel, v init 1. ``unbiased=True``
-    (default)
-    uses torch.var's unbiased group variance, the convention of that code base's other group and
-    instance statistics (the Beyond-BN code does not fix it for S0; the EvoNorm paper's TF code is
-    biased: ``unbiased=False``). It replaces the activation: pair with ``act="identity"``.
+    the group), with ``groups`` = 32 by default; v (``v``), γ, β per channel, v init 1.
+    ``unbiased=True`` (default) uses torch.var's unbiased group variance; ``unbiased=False`` is
+    the biased one of the EvoNorm paper's code (docs/references.md#group-frn-evonorm). It
+    replaces the activation: pair with ``act="identity"``.
     """
 
     groups: int = 32
@@ -611,12 +598,7 @@ class EvoNormS0(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
-        c = _channels(self, x)
-        g = _group_count(self, c, self.groups, None)
-        if self.unbiased and (c // g) * math.prod(x.shape[1:-1]) < 2:
-            raise ValueError(
-                f"{_label(self)}: the unbiased group variance needs ≥ 2 elements per group; "
-                f"{g} groups of {c} channels on input {x.shape} give 1")
+        c, g = _channel_groups(self, x, self.groups, None, self.unbiased)
         xf = x.astype(_compute_dtype(x))
         _, var = _group_moments(xf, g, self.unbiased)
         v = self.param("v", nn.initializers.ones, (c,), self.param_dtype)
@@ -624,17 +606,15 @@ class EvoNormS0(_Affine):
         return self._affine(y, (c,)).astype(x.dtype)
 
 
-@NORMS.register("evonorm_b0", "evonorm_bo")
+@NORMS.register("evonorm_b0")
 class EvoNormB0(_Affine):
     """EvoNorm-B0 (Liu et al. 2020): y = x/max(√(σ²_B + eps), v·x + s_i(x))·γ + β.
 
     σ²_B: the biased batch variance over (N, H, W) per channel in training, the running variance
-    in eval (EMA momentum 0.1, i.e. the reference's keep-0.9, of the biased batch variance,
-    starting at 1). s_i(x) = √(σ²_i + eps): the per-sample, per-channel instance standard
-    deviation over (H, W) with the *unbiased* variance (Beyond-BatchNorm ``EvoNormBO``,
-    docs/references.md#beyond-bn-norms), so at least 2 spatial positions are needed. v init 1. It
-    replaces the
-    activation: pair with ``act="identity"``.
+    in eval (EMA momentum 0.1 of the biased batch variance, starting at 1). s_i(x) = √(σ²_i +
+    eps): the per-sample, per-channel instance standard deviation over (H, W) with the
+    *unbiased* variance (docs/references.md#group-frn-evonorm), so at least 2 spatial positions
+    are needed. v init 1. It replaces the activation: pair with ``act="identity"``.
     """
 
     momentum: float = 0.1
@@ -645,15 +625,9 @@ class EvoNormB0(_Affine):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = _channels(self, x)
         hw = _spatial_size(self, x, minimum=2)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), self.param_dtype)
         xf = x.astype(_compute_dtype(x))
-        if train:
-            _, var = _moments(xf, reduction_axes(x))
-            var = var.reshape(c)
-            if not self.is_initializing():
-                _ema(ra_var, var, self.momentum)
-        else:
-            var = ra_var.value
+        var = _running_statistic(self, "var", jnp.ones, c, train,
+                                 lambda: _moments(xf, reduction_axes(x))[1].reshape(c))
         _, inst_var = _moments(xf, spatial_axes(x))
         inst_std = jnp.sqrt(inst_var * (hw / (hw - 1)) + self.epsilon)
         v = self.param("v", nn.initializers.ones, (c,), self.param_dtype)
@@ -664,3 +638,12 @@ class EvoNormB0(_Affine):
 def needs_batch_stats(spec: str) -> bool:
     """Whether the norm named by ``spec`` couples the samples of a batch."""
     return bool(getattr(NORMS.lookup(spec).func, "needs_batch_stats", False))
+
+
+NORMS.alias({
+    "identity": "none",
+    "bn": "batch", "ghost_bn": "ghost_batch", "mean_only_bn": "mean_only",
+    "l2n": "smn", "second_moment": "smn", "l1_moment": "l1n", "vn": "variance",
+    "ln": "layer", "gn": "group", "frn_tlu": "frn",
+    "evonorm_so": "evonorm_s0", "evonorm_bo": "evonorm_b0",
+})

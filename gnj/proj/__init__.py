@@ -6,7 +6,8 @@ registries) names no paper. A paper's place is four paths with the same name:
 - ``gnj/proj/<paper>/``: its model presets and variants, reproduction quirk flags, schedules,
   datasets, converters and analyses, each registered in a core registry
   (``gnj.registry``) when the subpackage is imported;
-- ``configs/<paper>/``: its experiment configs (``python -m gnj.main --config=configs/<paper>/x.py``);
+- ``configs/<paper>/``: its experiment configs
+  (``python -m gnj.main --config=configs/<paper>/x.py``);
 - ``docs/proj/<paper>.md``: what the reference code does and which of its quirks gnj keeps;
 - ``tests/proj/<paper>/``: its tests.
 

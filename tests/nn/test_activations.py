@@ -1,6 +1,6 @@
-"""Activations (REFERENCE.md §1.6, §1.7, §2.4): values against NumPy formulas, the gain table,
-PReLU / sPReLU parameters and gradients, and SeLUv2's (λ, α) checked by integrating its two
-fixed-point equations over the Gaussian with scipy."""
+"""Activations (docs/references.md#orthogonal-inits, #selu-epsilon): values against NumPy
+formulas, the gain table, PReLU / sPReLU parameters and gradients, and SeLUv2's (λ, α) checked
+by integrating its two fixed-point equations over the Gaussian with scipy."""
 
 import math
 
@@ -110,7 +110,7 @@ def test_prelu_init_slope_kwarg():
                                rtol=1e-6)
 
 
-# REFERENCE.md §1.7's table (an independent solve), fixpoint q = 1.
+# A table of (λ, α) from an independent solve (docs/references.md#selu-epsilon), fixpoint q = 1.
 SELU_TABLE = [(1.0, 0.0716, 1.050552, 1.673793), (1.0, 0.07, 1.060042, 1.640169),
               (1.0, 0.065, 1.089166, 1.538244), (1.0, 0.06, 1.117532, 1.440385),
               (1.0, 0.03, 1.274535, 0.893042), (2.000113, 0.03, 0.944117, 0.780245)]

@@ -2,9 +2,10 @@
 
 The NumPy side works in PyTorch's layout (input NCHW, kernel OIHW, per-filter statistics over
 (in, kh, kw)) with a direct convolution written here (explicit padding, stride, groups), from
-the definitions in REFERENCE.md §1.8 and §2.4. Compared to 1e-10 relative: the output and the
-gradients with respect to the input, the raw kernel, the gain g and the bias (``jax.vjp`` with a
-random cotangent against complex-step derivatives of the NumPy forward).
+the definitions in docs/references.md (#weight-centring, #scaled-ws-weight-norm). Compared to
+1e-10 relative: the output and the gradients with respect to the input, the raw kernel, the gain
+g and the bias (``jax.vjp`` with a random cotangent against complex-step derivatives of the
+NumPy forward).
 """
 
 from __future__ import annotations
@@ -301,7 +302,7 @@ class _Named(nn.Module):
     ("sws", dict(features=6, kernel_size=(3, 3), feature_group_count=3), (1, 5, 5, 4),
      r"ScaledStdConv 'conv1'.*feature_group_count=3.*4 input channels.*6 output"),
     ("weight_norm", dict(features=6, kernel_size=(3, 3), variant="pytorch"), (1, 5, 5, 4),
-     r"WeightNormConv 'conv1'.*'pytorch'.*lubana"),
+     r"WeightNormConv 'conv1'.*'pytorch'.*unit"),
     ("centered", dict(features=6, kernel_size=(3, 3), padding="CIRCULAR"), (1, 5, 5, 4),
      r"CenteredConv 'conv1'.*padding 'CIRCULAR'"),
     ("normed", dict(features=6, kernel_size=(3, 3)), (5, 4),

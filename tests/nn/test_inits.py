@@ -1,6 +1,6 @@
-"""Initializers (REFERENCE.md §1.6, §1.9, §3.3, §3.4): orthogonality, scales and fans, Fixup
-factors, ConstNet and LeakyNet kernels re-built by hand in NumPy (PyTorch layout, then moved to
-Flax's (kh, kw, in, out))."""
+"""Initializers (docs/references.md: #orthogonal-inits, #fixup, #constant-init, #init-strings):
+orthogonality, scales and fans, Fixup factors, averaging and init-string kernels re-built by
+hand in NumPy (PyTorch layout, then moved to Flax's (kh, kw, in, out))."""
 
 import math
 
@@ -184,11 +184,11 @@ def _identity_torch(cout, cin, const):
     return w
 
 
-def test_leakynet_layer_inits_match_hand_built_kernels():
+def test_init_string_layer_inits_match_hand_built_kernels():
     """'1_i1_ix' with lrelu 0.5: stem avg (+), block 0 identity (+), block 1 average with
     phase −1 → −1/0.5, block 2 identity (+), block 3 'x' = 0.99·average(−1/0.5) + noise."""
     lrelu = 0.5
-    layer_inits = inits.leakynet_layer_inits("1_i1_ix", lrelu, 5)
+    layer_inits = inits.init_string_layer_inits("1_i1_ix", lrelu, 5)
     assert len(layer_inits) == 5
     shapes = [(3, 3, 3, 4), (3, 3, 4, 6), (3, 3, 6, 6), (3, 3, 6, 8), (3, 3, 8, 8)]
     ws = [np.asarray(f(jax.random.PRNGKey(i), s), np.float64)
@@ -209,33 +209,33 @@ def test_leakynet_layer_inits_match_hand_built_kernels():
     assert noise.std() == pytest.approx(math.sqrt(math.sqrt(2) * 1.5 * 0.01 / 72), rel=0.1)
 
 
-def test_leakynet_h_and_k_scales():
+def test_init_string_h_and_k_scales():
     lrelu = 0.01
     g = math.sqrt(2) * (1 + lrelu)
     # 'h': variance g/fan_in (g not squared [as-written]).
-    h = inits.leakynet_init("h", 0, lrelu)(KEY, (3, 3, 64, 64))
+    h = inits.init_string_init("h", 0, lrelu)(KEY, (3, 3, 64, 64))
     assert float(jnp.std(h)) == pytest.approx(math.sqrt(g / 576), rel=0.02)
     # 'k' at an odd block: 0.99·identity(−1/lrelu) + N(0, √(0.01·g/fan_in)).
-    k = np.asarray(inits.leakynet_init("k", 1, lrelu)(KEY, (3, 3, 64, 64)), np.float64)
+    k = np.asarray(inits.init_string_init("k", 1, lrelu)(KEY, (3, 3, 64, 64)), np.float64)
     base = _to_flax(_identity_torch(64, 64, -1 / lrelu))
     assert (k - 0.99 * base).std() == pytest.approx(math.sqrt(0.01 * g / 576), rel=0.02)
 
 
-def test_leakynet_zero_slope_keeps_phase_minus_one():
-    w = inits.leakynet_init("i", 1, 0.0)(KEY, (3, 3, 2, 2))
+def test_init_string_zero_slope_keeps_phase_minus_one():
+    w = inits.init_string_init("i", 1, 0.0)(KEY, (3, 3, 2, 2))
     np.testing.assert_array_equal(w, _to_flax(_identity_torch(2, 2, -1.0)))
 
 
-def test_leakynet_bad_strings_raise():
+def test_init_string_bad_strings_raise():
     with pytest.raises(ValueError, match="has 5 layer chars.*expected 13"):
-        inits.leakynet_layer_inits("1_ii_ii", 0.01, 13)
+        inits.init_string_layer_inits("1_ii_ii", 0.01, 13)
     with pytest.raises(ValueError, match="has 5 layer chars.*expected 13"):
-        inits.leakynet_layer_inits("1_ii_ii", 0.01, depth=16)
+        inits.init_string_layer_inits("1_ii_ii", 0.01, depth=16)
     with pytest.raises(ValueError, match="depth=15"):
-        inits.leakynet_layer_inits("1_ii_ii", 0.01, depth=15)
+        inits.init_string_layer_inits("1_ii_ii", 0.01, depth=15)
     with pytest.raises(ValueError, match="empty init string"):
-        inits.leakynet_layer_inits("__", 0.01)
-    layer_inits = inits.leakynet_layer_inits("1_ii", 0.01)
+        inits.init_string_layer_inits("__", 0.01)
+    layer_inits = inits.init_string_layer_inits("1_ii", 0.01)
     with pytest.raises(ValueError, match=r"block 1 \(layer 2\).*out ≥ in.*in=8, out=4"):
         layer_inits[2](KEY, (3, 3, 8, 4))
 
@@ -268,11 +268,12 @@ def test_identity_conv_copies_channel_d_mod_in(phase, slope, const):
         inits.identity_conv(phase=2)
 
 
-def test_leakynet_plus_minus_identity_pair_composes_to_minus_x():
-    """(+I, −I/α) through two leaky ReLUs of slope α is the linear map −x (REFERENCE.md §3.4)."""
+def test_init_string_plus_minus_identity_pair_composes_to_minus_x():
+    """(+I, −I/α) through two leaky ReLUs of slope α is the linear map −x
+    (docs/references.md#init-strings)."""
     lrelu = 0.2
     # Layers 1 and 2 are blocks 0 (phase +1) and 1 (phase −1).
-    w0, w1 = (f(KEY, (3, 3, 4, 4)) for f in inits.leakynet_layer_inits("i_ii", lrelu)[1:])
+    w0, w1 = (f(KEY, (3, 3, 4, 4)) for f in inits.init_string_layer_inits("i_ii", lrelu)[1:])
     x = jax.random.normal(jax.random.PRNGKey(3), (1, 5, 5, 4))
     y = jax.nn.leaky_relu(_conv_same(jax.nn.leaky_relu(_conv_same(x, w0), lrelu), w1), lrelu)
     np.testing.assert_allclose(y, -x, rtol=1e-5, atol=1e-6)

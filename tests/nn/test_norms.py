@@ -1,6 +1,7 @@
 """Every norm against a NumPy re-derivation of its reference definition, in float64.
 
-The NumPy references below are written from REFERENCE.md (§1.8, §2.4, §5.4, §6) in the
+The NumPy references below are written from docs/references.md (#moment-norms,
+#group-frn-evonorm, #running-stats) in the
 references' own NCHW layout (the gnj modules are NHWC). For each norm the test compares, to
 1e-10 relative: the train-mode output, the updated running statistics, the eval-mode output,
 and the gradients with respect to the input and every parameter (``jax.vjp`` with a random
@@ -74,14 +75,14 @@ def affine(t, p):
     return t * ch(p["scale"]) + ch(p["bias"])
 
 
-def ref_batch(lubana: bool):
+def ref_batch(biased: bool):
     def f(x, p, s, train):
         t = nchw(x)
         if train:
             mu, var = mean_var(t, (0, 2, 3))
             mu, var = mu.ravel(), var.ravel()
             n = t.shape[0] * t.shape[2] * t.shape[3]
-            run_var = var if lubana else var * n / (n - 1)
+            run_var = var if biased else var * n / (n - 1)
             s = {"mean": 0.9 * s["mean"] + 0.1 * mu, "var": 0.9 * s["var"] + 0.1 * run_var}
         else:
             mu, var = s["mean"], s["var"]
@@ -238,7 +239,7 @@ CASES = [
     Case("batch", ref_batch(False), {"mean": 0.0, "var": 1.0}),
     Case("batch", ref_batch(False), {"mean": 0.0, "var": 1.0}, (6, 5)),
     Case("batch_lubana", ref_batch(True), {"mean": 1.0, "var": 1.0}),
-    Case("batch(convention='lubana')", ref_batch(True), {"mean": 1.0, "var": 1.0}, (6, 5)),
+    Case("batch(convention='biased')", ref_batch(True), {"mean": 1.0, "var": 1.0}, (6, 5)),
     Case("ghost_batch(size=2)", ref_ghost(2), {"mean": 0.0, "var": 1.0}),
     Case("ghost_batch(size=3)", ref_ghost(3), {"mean": 0.0, "var": 1.0}, (6, 5)),
     Case("mean_only", ref_mean_only, {"mean": 0.0}),
@@ -344,7 +345,7 @@ def test_norm_matches_numpy_reference(case):
 
 
 def test_smn_gradient_matches_the_fused_kernels_closed_form():
-    """GNEDNN's hand-written SMN backward (REFERENCE.md §1.8), per channel with s = sm + eps:
+    """A hand-written SMN backward (docs/references.md#moment-norms), per channel with s = sm + eps:
     grad_sm = −(Σ g·x)·scale/(2·s·sm), dx = g·scale + (2x/P)·grad_sm, scale = γ/s."""
     rng = np.random.default_rng(1)
     x = rng.normal(0.2, 1.3, (4, 3, 3, 5))
@@ -519,7 +520,7 @@ class _Named(nn.Module):
      r"GhostBatchNorm 'norm1'.*ghost batch size 3 does not divide the batch of 4 samples"),
     ("instance", (4, 8), False, r"InstanceNorm 'norm1'.*spatial axes.*\(4, 8\)"),
     ("evonorm_b0", (4, 1, 1, 8), False, r"EvoNormB0 'norm1'.*at least 2.*\(4, 1, 1, 8\)"),
-    ("batch(convention='keras')", (4, 8), False, r"BatchNorm 'norm1'.*'keras'.*lubana"),
+    ("batch(convention='keras')", (4, 8), False, r"BatchNorm 'norm1'.*'keras'.*biased"),
     ("layer(affine='row')", (4, 8), False, r"LayerNorm 'norm1'.*'row'.*element"),
     ("batch", (8,), False, r"BatchNorm 'norm1'.*no channel axis"),
 ])

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from gnj import convert
+from gnj.interop import convert
 from gnj.models import build
 from gnj.state import BACKWARD_STATE
 from tests.parity import twins

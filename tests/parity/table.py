@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from gnj import convert
+from gnj.interop import convert
 from gnj.models import build
 from tests.parity import harness, twins
 
@@ -118,7 +118,7 @@ def count_rows() -> list[str]:
         try:
             unused_map = convert.name_map(model)
             unused = sum(p.numel() for k, p in names.items() if unused_map.is_unused(k))
-        except ValueError:  # torchvision families: gnj.pretrained's maps, nothing unused
+        except ValueError:  # torchvision families: gnj.interop.torchvision's maps, nothing unused
             unused = 0
         total = sum(p.numel() for p in names.values())
         ok = "yes" if ours == total - unused else "**no**"

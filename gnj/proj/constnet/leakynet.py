@@ -8,7 +8,7 @@ docs/proj/constnet.md#leakynet): ConstNet's channel plan with **no skips**.
 act is a leaky ReLU of slope ``lrelu`` (ReLU when 0); n = (depth − 4)/3 as in ConstNet. The norm
 (``norm``, BatchNorm in the reference's ``--batchnorm``) sits only on odd blocks (phase −1); with
 ``norm="none"`` there is none. Every conv is initialised from its character of ``init_string``
-(underscores ignored; char 0 is the stem) through ``gnj.nn.inits.leakynet_layer_inits``:
+(underscores ignored; char 0 is the stem) through ``gnj.nn.inits.init_string_layer_inits``:
 'h' random, '1' average, 'i' identity, 'k' noisy identity, others noisy average, with phase ±1
 and the −1/lrelu constant on odd blocks. The fc is N(0, √(fc_noise/144)) (k = 3·3·16) when
 ``fc_noise`` > 0 (the reference's ``--noise``, forced to 1 by ``--varnet``), else 0.
@@ -87,7 +87,7 @@ class LeakyNet(nn.Module):
         if x.ndim != 4 or min(x.shape[1:3]) < 4:
             raise ValueError(f"leakynet: input shape {tuple(x.shape[1:])} is too small for two "
                              "stride-2 stages; need NHWC with H, W ≥ 4")
-        layer_inits = inits.leakynet_layer_inits(self.init_string, self.lrelu, 1 + 3 * n)
+        layer_inits = inits.init_string_layer_inits(self.init_string, self.lrelu, 1 + 3 * n)
         layers = Layers.from_specs(self.norm, "plain", init=layer_inits[0])
         x = layers.conv(16, 3, name="stem")(x)
         x = SymmetryNoise(self.noise_scale)(x, train)

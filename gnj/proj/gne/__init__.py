@@ -1,8 +1,9 @@
-"""Gradient Norm Equality (Chen et al.): serial nets, Fixup variants, the GNE CIFAR/ImageNet presets and schedules. See docs/proj/gne.md.
+"""Gradient Norm Equality (Chen et al.): the deep serial nets, the CIFAR ResNet with Fixup
+scalars, the ImageNet Fixup ResNets and the reference's state-dict layouts.
+
+Reference behaviour and kept quirks: docs/proj/gne.md. Configs: configs/gne/.
 
 Importing this package registers its entries in the core registries (gnj.registry).
 """
-from gnj.proj.gne import (
-    fixup_resnet,  # noqa: F401
-    models,  # noqa: F401
-)
+
+from gnj.proj.gne import convert, fixup_resnet, models  # noqa: F401

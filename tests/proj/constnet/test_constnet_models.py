@@ -76,19 +76,19 @@ def test_wrn_16_10_parameter_count():
 
 
 def test_leakynet_init_strings():
-    w = inits.leakynet_init("i", 1, lrelu=0.5)(jax.random.PRNGKey(0), (3, 3, 2, 4))
+    w = inits.init_string_init("i", 1, lrelu=0.5)(jax.random.PRNGKey(0), (3, 3, 2, 4))
     expected = np.zeros((3, 3, 2, 4))
     for d in range(4):
         expected[1, 1, d % 2, d] = -1 / 0.5  # odd block: phase −1, divided by the slope
     np.testing.assert_allclose(w, expected)
-    w = inits.leakynet_init("1", 2, lrelu=0.5)(jax.random.PRNGKey(0), (3, 3, 4, 2))
+    w = inits.init_string_init("1", 2, lrelu=0.5)(jax.random.PRNGKey(0), (3, 3, 4, 2))
     expected = np.zeros((3, 3, 4, 2))
     expected[1, 1] = 1 / 4
     np.testing.assert_allclose(w, expected)
-    h = inits.leakynet_init("h", 0, lrelu=0.0)(jax.random.PRNGKey(0), (3, 3, 64, 64))
+    h = inits.init_string_init("h", 0, lrelu=0.0)(jax.random.PRNGKey(0), (3, 3, 64, 64))
     assert float(jnp.var(h)) == pytest.approx(np.sqrt(2) / (9 * 64), rel=0.05)
     with pytest.raises(ValueError, match="needs out ≥ in channels"):
-        inits.leakynet_init("i", 3)(jax.random.PRNGKey(0), (3, 3, 8, 4))
+        inits.init_string_init("i", 3)(jax.random.PRNGKey(0), (3, 3, 8, 4))
     with pytest.raises(ValueError, match="has 5 layer chars, the net has 4 convs"):
         build({"name": "leakynet", "depth": 7, "widen_factor": 1, "init_string": "1_ii_i_i"},
               10).init(jax.random.PRNGKey(0), X)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from gnj.models import build
-from gnj.nn import inits
 from tests.models.test_zoo_part1 import (
     _intermediates,
     apply,
@@ -71,8 +70,6 @@ def test_constnet_double_forward_draws_dropout_twice():
 
 
 def test_leakynet_identity_pair_composes_to_minus_x():
-    if not hasattr(inits, "leakynet_layer_inits"):
-        pytest.skip("gnj.nn.inits.leakynet_layer_inits not there yet (inits engineer)")
     alpha = 0.1
     model = build({"name": "leakynet", "depth": 10, "widen_factor": 1, "lrelu": alpha,
                    "norm": "none", "init_string": "1_ii_ii_ii"}, 10)

@@ -1,4 +1,5 @@
-"""OnlineNorm against a NumPy per-sample re-derivation of REFERENCE.md §5.2 (loops over samples).
+"""OnlineNorm against a NumPy per-sample re-derivation of the reference algorithm
+(docs/proj/online_norm.md#algorithm), looping over samples.
 
 The NumPy class below is written from the formulas (forward streams μ, σ²; the control process
 with u, v; layer scaling's backward (g − mean(g·out)·out)/scale and the clamp's zero gradient
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.nn.online_norm import OnlineNorm, linear_recurrence, resolve_impl, use_impl
+from gnj.proj.online_norm.layer import OnlineNorm, linear_recurrence, resolve_impl, use_impl
 from gnj.registry import NORMS
 from gnj.state import BACKWARD_STATE
 from tests.conftest import run_python
@@ -254,7 +255,7 @@ _SHARDED = r"""
 import re, sys, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from gnj import sharding
-from gnj.nn.online_norm import OnlineNorm
+from gnj.proj.online_norm.layer import OnlineNorm
 from gnj.state import BACKWARD_STATE
 mesh = sharding.make_mesh()
 rng = np.random.default_rng(0)

@@ -1,9 +1,7 @@
-"""Online Normalization (Chiley et al., NeurIPS 2019), exact per-sample streams, forward and back.
+"""Online Normalization (Chiley et al., NeurIPS 2019): exact per-sample streams, forward and back.
 
-Follows ``Cerebras/online-normalization`` (docs/references.md#online-norm) for the algorithm; the
-code
-here, the C++ kernel included, is written from the formulas. Per channel, with D = H·W (D = 1 for
-dense inputs) and samples t = 0…N−1 taken **in batch order**:
+Written from the formulas of the reference (docs/proj/online_norm.md#algorithm). Per channel,
+with D = H·W (D = 1 for dense inputs) and samples t = 0…N−1 taken **in batch order**:
 
 Forward (train), streams μ, σ² (``batch_stats``, start 0 and 1)::
 
@@ -24,96 +22,32 @@ The layer is ``ECM(y·γ + β)`` with the error-compensation mechanism ``ecm``: 
 scaling: divide each sample by √(mean over H·W·C of its square + ls_eps); the reference's
 optional channel grouping is not ported), ``ac`` (clamp to ±clamp_value, zero gradient outside)
 or ``none``. The ECM runs in train and eval, as in the reference. Eval uses the frozen forward
-streams, y = (x − μ)/√(σ² + eps), and updates nothing.
+streams, y = (x − μ)/√(σ² + eps), and updates nothing. The default ``ecm="ls"`` is the one the
+reference's experiment scripts use (its module defaults to ``ac``; docs/proj/online_norm.md#ecm).
 
-**Default ecm.** ``ls``: every experiment CLI of the reference (``--ecm``,
-docs/references.md#online-norm)
-uses it and the published numbers come from it; the reference *module* defaults to ``ac``
-(since 2020-03, issue #22). Pass ``ecm="ac"`` for the module default.
+**Two paths, same numbers.** Every stream is a first-order linear recurrence
+h_t = a_t·h_{t−1} + b_t over per-sample (N, C) reductions, computed as a parallel prefix over
+the batch axis (:func:`linear_recurrence`, ⌈log₂ N⌉ doubling steps); the heavy (N, D, C) work is
+elementwise. On one CPU device the core is instead a C++ XLA FFI call (:mod:`.kernel`) that runs
+the per-sample algorithm in one sweep over the data each way. Both agree with a per-sample NumPy
+loop to 1e-10 in float64 and share their residuals, so either backward fits either forward.
+``$GNJ_ONLINE_NORM_IMPL`` (gnj.settings) or :func:`use_impl` choose ``auto`` / ``xla`` /
+``kernel``; ``auto`` keeps XLA under several devices (a custom call would make XLA gather the
+sharded batch). Timings: docs/proj/online_norm.md#speed.
 
-**Parallel and exact.** Every stream is a first-order linear recurrence h_t = a_t·h_{t−1} + b_t
-over the per-sample reductions (μ: a = αf, b = (1−αf)·μ_x; σ²: a = αf once μ is known;
-v: a_t = 1 − (1−αb)·mean_D(y_t²), b_t = mean_D(g_t·y_t); u: a = αb, b_t = mean_D(ĝ_t) once v is
-known). The heavy elementwise work (y, ĝ, x′ and the per-sample means) is fully parallel; only
-these (N, C) recurrences couple the samples, and each is a parallel prefix over the batch axis
-(:func:`linear_recurrence`, Hillis–Steele doubling, ⌈log₂ N⌉ steps, no sequential loop). The
-values are those of the per-sample algorithm up to float rounding (tests: 1e-10 in float64
-against a per-sample NumPy loop).
+**Backward streams as state.** :func:`online_norm_core` is a ``jax.custom_vjp`` taking (u, v) as
+inputs; its backward returns ∂L/∂x and, as the cotangents of (u, v), the *updated* streams. The
+generic train step makes the cotangent of the ``backward_state`` collection its new value
+(``gnj/train.py``), so nothing in the loop knows this layer. μ, σ² leave through the mutable
+``batch_stats`` path, only when ``train and not self.is_initializing()``.
 
-**Passes over the data.** The heavy arrays are (N, D, C) (3-d: a leading stream axis of size 1
-made XLA:CPU's YNNPACK fuse the product-reductions into a kernel that took 65 ms for one
-mean_D(g·y) at (128, 1024, 16)). Forward: mean_D(x), then mean_D((x − μ_x)²) (two-pass, as the
-reference), then y. Backward: mean_D(g) and mean_D(g·y), then ∂L/∂x = (g − (1−αb)·v_{t−1}·y)/s −
-(1−αb)·u_{t−1} in one elementwise pass. mean_D(y) = d/s, mean_D(y²) = (σ²_x + d²)/s² (d = μ_x −
-μ_{t−1}) and mean_D(ĝ) = (mean_D(g) − (1−αb)·v_{t−1}·mean_D(y))/s are identities of the (N, C)
-values, so y and ĝ are never reduced: 5 passes (XLA defaults, and gnj's default
-``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``, which keep YNNPACK's
-reduction fusions and so fuse a product into its reduction) or 7 (every YNNPACK fusion off,
-``--xla_cpu_experimental_ynn_fusion_type=``, which do not).
-
-Measured (XLA path), layer forward + backward as ``make bench`` runs it (``jit(grad)``, float32,
-ecm none, no affine), 2 shared cores (load 4–7), min (median) over interleaved repeats, ms;
-"before" is the previous (G, n, D, C) form with reductions of y², g·y and ĝ
-(docs/online_norm.md, "Speed")::
-
-    (N, H, W, C)       XLA flags          before          now            gnj BatchNorm (now)
-    (128, 32, 32, 16)  defaults           61.5 (176)      7.23 (22.7)    4.48 (12.6)
-    (32, 56, 56, 256)  defaults           1474 (1696)     229 (283)      210 (273)
-    (128, 32, 32, 16)  ynn fusions off    9.00 (12.6)     9.62 (12.7)    5.62 (8.29)
-    (32, 56, 56, 256)  ynn fusions off    295 (402)       327 (431)      175 (214)
-
-Each stream recurrence costs ⌈log₂ N⌉ small (N, C) ops; all four together take 0.15–0.2 ms
-(measured with D = 1). The doubling form of :func:`linear_recurrence` ties
-``jax.lax.associative_scan`` at runtime and compiles 1.5–8× faster (docs/online_norm.md).
-
-**The CPU kernel** (the default on one CPU device). On XLA:CPU those passes are the cost, so
-there the core is an XLA FFI custom call in C++ (``online_norm_cpu.cc``, compiled on first use
-by :mod:`gnj.nn.online_norm_kernel`) that runs the per-sample algorithm as written, sample after
-sample, in **one sweep over the data each way**, and exactly so, because every output needs only
-the *previous* stats: the sweep over sample t writes y_t = (x_t − μ_{t−1})/s_t and accumulates
-Σ_D y, Σ_D y², after which μ_x = μ_{t−1} + s·mean(y) and σ²_x = s²·(mean(y²) − mean(y)²) (the
-variance of x shifted by the running mean, well conditioned) give μ_t, σ²_t; the sweep over
-(g_t, y_t) writes ∂L/∂x_t with v_{t−1}, u_{t−1} and accumulates Σ_D g, Σ_D g·y, after which
-v_t = v_{t−1}·(1 − (1−αb)·mean(y²)) + mean(g·y) and u_t = αb·u_{t−1} + (mean(g) −
-(1−αb)·v_{t−1}·mean(y))/s in closed form. So the forward reads x and writes y and the backward
-reads g, y and writes ∂L/∂x, the least traffic the layer allows. Sums go to double per channel
-(float32 partial sums over 16-pixel tiles first); the residuals are the XLA path's (s,
-mean_D(y), mean_D(y²)), so either path's backward fits either forward. It is used when the
-default backend is CPU with one device, the dtype float32 or float64 and the library builds
-(``$GNJ_ONLINE_NORM_IMPL=auto``); ``xla`` / ``kernel`` force a path, :func:`use_impl` does so
-within a block (both read when the layer is traced). Under several devices the XLA path stays:
-a custom call is opaque to XLA's SPMD partitioner, which would gather the sharded batch for it.
-If the compiler is missing or the build fails, one warning, then the XLA path. Measured with
-the bench (``python -m bench.run --cases online_norm``, 2 shared cores, gnj's default flags,
-jemalloc; min (median) over 3 runs, ms): (128, 32, 32, 16) kernel 3.41 (3.96), XLA path 12.0
-(16.1), the per-sample PyTorch loop 71.5 (84.2), i.e. 18×; (32, 56, 56, 256) kernel 52.6
-(55.7), XLA path 97.2 (103), PyTorch 228 (239), 4.2× — there the floor, 5 × 103 MB at this
-machine's ~13–16 GB/s, is 33–40 ms (docs/online_norm.md, "Speed on XLA:CPU and the 10× target").
-
-**Backward streams as state, functionally.** u and v are produced by the backward pass, which
-autodiff cannot return as state. The normalisation core (:func:`online_norm_core`) is a
-``jax.custom_vjp`` that takes (u, v) as inputs; its backward returns ∂L/∂x by the control
-process and, as the cotangents of (u, v), the *updated* streams. The generic train step
-differentiates the loss with respect to the ``backward_state`` collection and makes the
-cotangent its new value (``gnj/train.py``, docs/INTERFACES.md), so nothing in the loop knows
-about this layer. Forward-only use (eval, probes, ``train=True`` without a gradient) just reads
-u and v. The new μ, σ² leave through the ordinary mutable ``batch_stats`` path, only when
-``train and not self.is_initializing()``. (If a model applied the same layer twice in one
-step, the cotangents would add, as for a shared parameter.)
-
-**Sharding.** ``streams=1`` (default): under ``jit`` with the batch split over the mesh axis
-``'data'`` the layer sees the global batch — one stream in global batch order, identical to a
-single-device run (tested on 8 fake CPU devices). ``streams=k`` (or ``"devices"`` =
-``jax.device_count()``) splits the batch into k contiguous equal chunks, each its own stream
-(forward and control process) starting from the shared state; with k = the device count each
-chunk is exactly one device's shard, so the streams run on their devices without communication:
-per-device streams, the multi-GPU setting of the reference's issue #20 (for which it has no
-strategy). The carried state is replicated, so the k streams' final μ, σ², u, v are averaged.
-This is a reshape rather than a ``shard_map``: it needs no mesh, and means the same on one
-device as on k.
+**Streams and sharding.** ``streams=1`` (default): one stream in global batch order, identical
+under ``jit`` with the batch sharded over ``'data'``. ``streams=k`` (or ``"devices"``) splits the
+batch into k contiguous chunks, each its own stream from the shared state (per-device streams
+when k is the device count); the k final states are averaged.
 
 Presets (``preset=``): ``cifar10`` αf = 1023/1024, αb = 127/128; ``cifar100`` 511/512, 15/16;
-``imagenet`` (and ``fmnist``, and the module default) 0.999, 0.99. Explicit ``decay_forward`` /
+``imagenet`` (and ``fmnist``, and the default) 0.999, 0.99. Explicit ``decay_forward`` /
 ``decay_backward`` win over the preset.
 """
 
@@ -126,8 +60,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gnj.nn import online_norm_kernel as kernel
+from gnj import settings
 from gnj.nn.impl_switch import ImplSwitch
+from gnj.proj.online_norm import kernel
 from gnj.registry import NORMS
 from gnj.state import BACKWARD_STATE
 
@@ -236,6 +171,7 @@ def _control_process(g, y, stats, u0, v0, alpha_b, k):
 
 IMPL_ENV = "GNJ_ONLINE_NORM_IMPL"
 IMPLS = ("auto", "xla", "kernel")
+settings.declare(settings.Setting(IMPL_ENV, "auto", IMPLS, "OnlineNorm implementation"))
 _SWITCH = ImplSwitch("OnlineNorm implementation", IMPL_ENV, IMPLS)
 #: The implementation asked for: the innermost :func:`use_impl`, else ``$GNJ_ONLINE_NORM_IMPL``,
 #: else ``auto``.
@@ -315,7 +251,7 @@ def _core_bwd(alpha_f, alpha_b, eps, streams, impl, residuals, cotangents):
 _core.defvjp(_core_fwd, _core_bwd)
 
 
-@NORMS.register("online", "on", "online_norm")
+@NORMS.register("online")
 class OnlineNorm(nn.Module):
     """Online Normalization for (N, C) and (N, H, W, C) inputs; see the module docstring.
 
@@ -423,3 +359,6 @@ class OnlineNorm(nn.Module):
         if self.ecm == "ac":
             return jnp.clip(y, -self.clamp_value, self.clamp_value)
         return y
+
+
+NORMS.alias({"on": "online", "online_norm": "online"})

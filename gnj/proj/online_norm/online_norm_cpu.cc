@@ -1,6 +1,6 @@
 // Online Normalization (Chiley et al., NeurIPS 2019): training forward and backward on XLA:CPU.
 //
-// XLA FFI custom calls for gnj/nn/online_norm.py, built and loaded by online_norm_kernel.py.
+// XLA FFI custom calls for gnj/proj/online_norm/layer.py, built and loaded by kernel.py.
 // Heavy arrays are (N, D, C), C innermost; the N samples are k streams of n = N/k consecutive
 // samples, each stream starting from the same (mu0, var0) or (u0, v0). Per channel, sample t:
 //
@@ -19,7 +19,7 @@
 // over the k streams; backward dx and the final u, v averaged over the streams. One thread:
 // on the 2-core machine this was written on, a second one over channel halves was slower at
 // every shape tried, and one over streams helped only streams=2 at small sizes
-// (docs/online_norm.md, "The CPU kernel").
+// (docs/proj/online_norm.md#cpu-kernel).
 
 #include <algorithm>
 #include <cmath>
@@ -61,20 +61,28 @@ inline void PrefetchRow(const T* row, int64_t w) {
   for (int64_t c = 0; c < w; c += kLine<T>) __builtin_prefetch(row + c);
 }
 
+// Moves a tile's per-channel partial sums (in T) into the double accumulators, leaving the
+// partials zero for the next tile.
+template <typename T>
+inline void FlushPartials(int64_t nc, T* __restrict pa, T* __restrict pb, double* __restrict sa,
+                          double* __restrict sb) {
+  for (int64_t c = 0; c < nc; ++c) {
+    sa[c] += static_cast<double>(pa[c]);
+    sb[c] += static_cast<double>(pb[c]);
+    pa[c] = pb[c] = T(0);
+  }
+}
+
 // One forward tile: y = (x − m)·inv; Σy, Σy² added to sum, sq. W > 0 fixes C = W at compile
-// time (partials in registers); W = 0 keeps the partials in ps, pq (c entries).
+// time (partials in registers); W = 0 keeps the partials in ps, pq (c entries, zero on entry
+// and on exit).
 template <typename T, int64_t W>
 inline void ForwardTile(const T* __restrict x, T* __restrict y, Tile tl, int64_t c_rt,
                         const T* __restrict m, const T* __restrict inv, double* __restrict sum,
                         double* __restrict sq, T* __restrict ps, T* __restrict pq) {
   const int64_t nc = W > 0 ? W : c_rt;
   T rs[W > 0 ? W : 1] = {}, rq[W > 0 ? W : 1] = {};
-  if constexpr (W > 0) {
-    ps = rs, pq = rq;
-  } else {
-    std::fill(ps, ps + nc, T(0));
-    std::fill(pq, pq + nc, T(0));
-  }
+  if constexpr (W > 0) ps = rs, pq = rq;
   for (int64_t p = 0; p < tl.rows; ++p) {
     const T* __restrict xp = x + p * tl.ld;
     T* __restrict yp = y + p * tl.ld;
@@ -86,13 +94,10 @@ inline void ForwardTile(const T* __restrict x, T* __restrict y, Tile tl, int64_t
       pq[c] += v * v;
     }
   }
-  for (int64_t c = 0; c < nc; ++c) {
-    sum[c] += static_cast<double>(ps[c]);
-    sq[c] += static_cast<double>(pq[c]);
-  }
+  FlushPartials(nc, ps, pq, sum, sq);
 }
 
-// One backward tile: dx = g·inv − a·y − b; Σg, Σg·y added to sg, sgy.
+// One backward tile: dx = g·inv − a·y − b; Σg, Σg·y added to sg, sgy (partials as above).
 template <typename T, int64_t W>
 inline void BackwardTile(const T* __restrict g, const T* __restrict y, T* __restrict dx, Tile tl,
                          int64_t c_rt, const T* __restrict inv, const T* __restrict a,
@@ -100,12 +105,7 @@ inline void BackwardTile(const T* __restrict g, const T* __restrict y, T* __rest
                          T* __restrict pg, T* __restrict pgy) {
   const int64_t nc = W > 0 ? W : c_rt;
   T rg[W > 0 ? W : 1] = {}, rgy[W > 0 ? W : 1] = {};
-  if constexpr (W > 0) {
-    pg = rg, pgy = rgy;
-  } else {
-    std::fill(pg, pg + nc, T(0));
-    std::fill(pgy, pgy + nc, T(0));
-  }
+  if constexpr (W > 0) pg = rg, pgy = rgy;
   for (int64_t p = 0; p < tl.rows; ++p) {
     const T* __restrict gp = g + p * tl.ld;
     const T* __restrict yp = y + p * tl.ld;
@@ -121,10 +121,7 @@ inline void BackwardTile(const T* __restrict g, const T* __restrict y, T* __rest
       pgy[c] += gv * yv;
     }
   }
-  for (int64_t c = 0; c < nc; ++c) {
-    sg[c] += static_cast<double>(pg[c]);
-    sgy[c] += static_cast<double>(pgy[c]);
-  }
+  FlushPartials(nc, pg, pgy, sg, sgy);
 }
 
 // Calls tile(offset, Tile) for the tiles of sample `row` (global index), prefetching no
@@ -141,55 +138,65 @@ inline void Tiles(Shape sh, int64_t row, F tile) {
   }
 }
 
+// Runs sample(row, a, b) for the samples of each of the sh.k streams in order (row: the
+// global sample index), with the stream's per-channel state (a, b) starting at (a0, b0) and
+// updated in place, and writes the mean of the streams' final states to (a_out, b_out).
+template <typename T, typename F>
+void EachSample(Shape sh, const T* a0, const T* b0, T* a_out, T* b_out, F sample) {
+  const int64_t C = sh.c;
+  std::vector<double> a(C), b(C), a_acc(C), b_acc(C);
+  for (int64_t j = 0; j < sh.k; ++j) {
+    std::copy(a0, a0 + C, a.begin());
+    std::copy(b0, b0 + C, b.begin());
+    for (int64_t t = 0; t < sh.n; ++t) sample(j * sh.n + t, a, b);
+    for (int64_t c = 0; c < C; ++c) {
+      a_acc[c] += a[c];
+      b_acc[c] += b[c];
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    a_out[c] = static_cast<T>(a_acc[c] / static_cast<double>(sh.k));
+    b_out[c] = static_cast<T>(b_acc[c] / static_cast<double>(sh.k));
+  }
+}
+
 template <typename T>
 void ForwardAll(const T* x, const T* mu0, const T* var0, double af, double eps, Shape sh, T* y,
                 T* s_out, T* my_out, T* my2_out, T* mu_out, T* var_out) {
   constexpr int64_t L = kLine<T>;
   const int64_t C = sh.c;
-  std::vector<double> mu(C), var(C), sum(C), sq(C), s(C), mu_acc(C), var_acc(C);
-  std::vector<T> mt(C), invt(C), ps(C), pq(C);  // μ and 1/s in T for the hot loop; partials
+  std::vector<double> sum(C), sq(C), s(C);
+  std::vector<T> mt(C), invt(C), ps(C), pq(C);  // μ and 1/s in T for the hot loop; partials (0)
   const double inv_d = 1.0 / static_cast<double>(sh.d);
-  for (int64_t j = 0; j < sh.k; ++j) {
-    std::copy(mu0, mu0 + C, mu.begin());
-    std::copy(var0, var0 + C, var.begin());
-    for (int64_t t = 0; t < sh.n; ++t) {
-      const int64_t row = j * sh.n + t;
-      for (int64_t c = 0; c < C; ++c) {
-        s[c] = std::sqrt(var[c] + eps);
-        mt[c] = static_cast<T>(mu[c]);
-        invt[c] = static_cast<T>(1.0 / s[c]);
-        sum[c] = sq[c] = 0.0;
-      }
-      const T* xt = x + row * sh.d * C;
-      T* yt = y + row * sh.d * C;
-      Tiles<T>(sh, row, [&](int64_t off, Tile tl) {
-        if (C == L)
-          ForwardTile<T, L>(xt + off, yt + off, tl, C, mt.data(), invt.data(), sum.data(),
-                            sq.data(), nullptr, nullptr);
-        else
-          ForwardTile<T, 0>(xt + off, yt + off, tl, C, mt.data(), invt.data(), sum.data(),
-                            sq.data(), ps.data(), pq.data());
-      });
-      for (int64_t c = 0; c < C; ++c) {
-        const double my = sum[c] * inv_d, my2 = sq[c] * inv_d;
-        const double d = s[c] * my;  // μ_x − μ_{t−1}
-        const double var_x = std::max(0.0, s[c] * s[c] * (my2 - my * my));
-        s_out[row * C + c] = static_cast<T>(s[c]);
-        my_out[row * C + c] = static_cast<T>(my);
-        my2_out[row * C + c] = static_cast<T>(my2);
-        var[c] = af * var[c] + (1.0 - af) * var_x + af * (1.0 - af) * d * d;
-        mu[c] += (1.0 - af) * d;
-      }
-    }
+  EachSample(sh, mu0, var0, mu_out, var_out, [&](int64_t row, std::vector<double>& mu,
+                                                 std::vector<double>& var) {
     for (int64_t c = 0; c < C; ++c) {
-      mu_acc[c] += mu[c];
-      var_acc[c] += var[c];
+      s[c] = std::sqrt(var[c] + eps);
+      mt[c] = static_cast<T>(mu[c]);
+      invt[c] = static_cast<T>(1.0 / s[c]);
+      sum[c] = sq[c] = 0.0;
     }
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    mu_out[c] = static_cast<T>(mu_acc[c] / static_cast<double>(sh.k));
-    var_out[c] = static_cast<T>(var_acc[c] / static_cast<double>(sh.k));
-  }
+    const T* xt = x + row * sh.d * C;
+    T* yt = y + row * sh.d * C;
+    Tiles<T>(sh, row, [&](int64_t off, Tile tl) {
+      if (C == L)
+        ForwardTile<T, L>(xt + off, yt + off, tl, C, mt.data(), invt.data(), sum.data(),
+                          sq.data(), nullptr, nullptr);
+      else
+        ForwardTile<T, 0>(xt + off, yt + off, tl, C, mt.data(), invt.data(), sum.data(),
+                          sq.data(), ps.data(), pq.data());
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      const double my = sum[c] * inv_d, my2 = sq[c] * inv_d;
+      const double d = s[c] * my;  // μ_x − μ_{t−1}
+      const double var_x = std::max(0.0, s[c] * s[c] * (my2 - my * my));
+      s_out[row * C + c] = static_cast<T>(s[c]);
+      my_out[row * C + c] = static_cast<T>(my);
+      my2_out[row * C + c] = static_cast<T>(my2);
+      var[c] = af * var[c] + (1.0 - af) * var_x + af * (1.0 - af) * d * d;
+      mu[c] += (1.0 - af) * d;
+    }
+  });
 }
 
 template <typename T>
@@ -198,50 +205,38 @@ void BackwardAll(const T* g, const T* y, const T* s_in, const T* my_in, const T*
   constexpr int64_t L = kLine<T>;
   const int64_t C = sh.c;
   const double cb = 1.0 - ab;
-  std::vector<double> u(C), v(C), inv(C), sg(C), sgy(C), u_acc(C), v_acc(C);
-  // 1/s, c·v/s (the coefficient of y) and c·u in T for the hot loop; partial sums
+  std::vector<double> inv(C), sg(C), sgy(C);
+  // 1/s, c·v/s (the coefficient of y) and c·u in T for the hot loop; partial sums (0)
   std::vector<T> invt(C), at(C), bt(C), pg(C), pgy(C);
   const double inv_d = 1.0 / static_cast<double>(sh.d);
-  for (int64_t j = 0; j < sh.k; ++j) {
-    std::copy(u0, u0 + C, u.begin());
-    std::copy(v0, v0 + C, v.begin());
-    for (int64_t t = 0; t < sh.n; ++t) {
-      const int64_t row = j * sh.n + t;
-      for (int64_t c = 0; c < C; ++c) {
-        inv[c] = 1.0 / static_cast<double>(s_in[row * C + c]);
-        invt[c] = static_cast<T>(inv[c]);
-        at[c] = static_cast<T>(cb * v[c] * inv[c]);
-        bt[c] = static_cast<T>(cb * u[c]);
-        sg[c] = sgy[c] = 0.0;
-      }
-      const int64_t base = row * sh.d * C;
-      const T* gt = g + base;
-      const T* yt = y + base;
-      T* dxt = dx + base;
-      Tiles<T>(sh, row, [&](int64_t off, Tile tl) {
-        if (C == L)
-          BackwardTile<T, L>(gt + off, yt + off, dxt + off, tl, C, invt.data(), at.data(),
-                             bt.data(), sg.data(), sgy.data(), nullptr, nullptr);
-        else
-          BackwardTile<T, 0>(gt + off, yt + off, dxt + off, tl, C, invt.data(), at.data(),
-                             bt.data(), sg.data(), sgy.data(), pg.data(), pgy.data());
-      });
-      for (int64_t c = 0; c < C; ++c) {
-        const double my = my_in[row * C + c], my2 = my2_in[row * C + c];
-        const double v_prev = v[c];
-        v[c] = v_prev * (1.0 - cb * my2) + sgy[c] * inv_d;
-        u[c] = ab * u[c] + (sg[c] * inv_d - cb * v_prev * my) * inv[c];
-      }
-    }
+  EachSample(sh, u0, v0, u_out, v_out, [&](int64_t row, std::vector<double>& u,
+                                           std::vector<double>& v) {
     for (int64_t c = 0; c < C; ++c) {
-      u_acc[c] += u[c];
-      v_acc[c] += v[c];
+      inv[c] = 1.0 / static_cast<double>(s_in[row * C + c]);
+      invt[c] = static_cast<T>(inv[c]);
+      at[c] = static_cast<T>(cb * v[c] * inv[c]);
+      bt[c] = static_cast<T>(cb * u[c]);
+      sg[c] = sgy[c] = 0.0;
     }
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    u_out[c] = static_cast<T>(u_acc[c] / static_cast<double>(sh.k));
-    v_out[c] = static_cast<T>(v_acc[c] / static_cast<double>(sh.k));
-  }
+    const int64_t base = row * sh.d * C;
+    const T* gt = g + base;
+    const T* yt = y + base;
+    T* dxt = dx + base;
+    Tiles<T>(sh, row, [&](int64_t off, Tile tl) {
+      if (C == L)
+        BackwardTile<T, L>(gt + off, yt + off, dxt + off, tl, C, invt.data(), at.data(),
+                           bt.data(), sg.data(), sgy.data(), nullptr, nullptr);
+      else
+        BackwardTile<T, 0>(gt + off, yt + off, dxt + off, tl, C, invt.data(), at.data(),
+                           bt.data(), sg.data(), sgy.data(), pg.data(), pgy.data());
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      const double my = my_in[row * C + c], my2 = my2_in[row * C + c];
+      const double v_prev = v[c];
+      v[c] = v_prev * (1.0 - cb * my2) + sgy[c] * inv_d;
+      u[c] = ab * u[c] + (sg[c] * inv_d - cb * v_prev * my) * inv[c];
+    }
+  });
 }
 
 ffi::Error CheckShape(ffi::AnyBuffer::Dimensions dims, int64_t channels, int64_t streams,

@@ -1,6 +1,7 @@
-"""The Online Normalization CPU kernel (gnj/nn/online_norm_cpu.cc): same numbers as the XLA path
-(itself checked against a per-sample NumPy loop in test_online_norm.py, for both paths), which
-path is taken when, the build cache, and the fallback when the kernel cannot be built."""
+"""The Online Normalization CPU kernel (gnj/proj/online_norm/online_norm_cpu.cc): same numbers
+as the XLA path (itself checked against a per-sample NumPy loop in test_layer.py, for both
+paths), which path is taken when, the build cache, and the fallback when the kernel
+cannot be built."""
 
 import os
 import shutil
@@ -11,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnj.nn import online_norm as on
-from gnj.nn import online_norm_kernel as kernel
+from gnj.proj.online_norm import kernel
+from gnj.proj.online_norm import layer as on
 from tests.conftest import run_python
 
 AF, AB, EPS = 0.8, 0.7, 1e-5
@@ -95,7 +96,8 @@ def test_env_chooses_the_path_and_bad_names_raise(monkeypatch):
 
 
 def test_several_devices_keep_the_xla_path():
-    proc = run_python(["-c", "import jax.numpy as jnp; from gnj.nn import online_norm as on; "
+    proc = run_python(["-c", "import jax.numpy as jnp; "
+                       "from gnj.proj.online_norm import layer as on; "
                        "print('IMPL', on.resolve_impl(jnp.float32))"], devices=2)
     assert "IMPL xla" in proc.stdout
 

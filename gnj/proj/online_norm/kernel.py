@@ -1,14 +1,13 @@
 """Build, load and call the Online Normalization CPU kernel (``online_norm_cpu.cc``, XLA FFI).
 
 The C++ source ships with the package and is compiled on first use with :data:`FLAGS` by
-:mod:`gnj.nn.cpp_build` (``$GNJ_CXX``, cache ``$GNJ_KERNEL_CACHE``), under a name keyed by a
-hash of the source, the flags, the compiler, the JAX version and the CPU model (``-march=native``
-code is only reused on the same CPU), built atomically. If the compiler is missing or the build
-fails, :func:`available` warns once, naming the command and its stderr, and returns False; the
-caller (``gnj/nn/online_norm.py``) then uses its XLA path.
+:mod:`gnj.nn.cpp_build` (compiler and cache from gnj.settings), keyed by the source, the flags,
+the compiler, the JAX version and the CPU model (``-march=native`` code is only reused on the
+same CPU). If the build fails, :func:`available` warns once and returns False and the layer
+(:mod:`gnj.proj.online_norm.layer`) uses its XLA path.
 
 :func:`forward` and :func:`backward` are one sweep over the samples each way; the formulas are
-in the C++ file's header and in ``gnj/nn/online_norm.py``.
+in the C++ file's header and in the layer's module docstring.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """torchvision weights (``.pth`` state dicts) into gnj's torchvision-shaped models.
 
-    python -m gnj.main --config=configs/nn_mass/imagenet.py:mobilenet_v2_w1.0 \
+    python -m gnj.main --config=<an ImageNet config>:<a MobileNetV2 variant> \
         --config.pretrained=mobilenet_v2-b0353104.pth --workdir=runs/mbv2 --mode=eval
 
-Supported: the ResNet family of ``gnj.models.resnet`` (resnet18 … 152, ResNeXt, Wide ResNet;
-BatchNorm, plain convs) and ``gnj.models.mobilenet_v2``. The name maps are written from the two
+Supported: every model class of the ResNet family of ``gnj.models.resnet`` (resnet18 … 152,
+ResNeXt, Wide ResNet; BatchNorm, plain convs) and of ``gnj.models.mobilenet_v2``, subclasses
+included (:func:`kind_of_model`). The name maps are written from the two
 layouts (torchvision ``resnet.py`` / ``mobilenetv2.py`` and gnj's modules), not guessed:
 
 ===========================================  =========================================
@@ -39,10 +40,6 @@ from typing import Any
 import jax
 import numpy as np
 
-RESNET_MODELS = ("resnet_imagenet", "resnet18", "resnet34", "resnet50", "resnet101",
-                 "resnet152", "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2",
-                 "wide_resnet101_2")
-MOBILENET_V2_MODELS = ("mobilenet_v2", "mobilenet_v2_nn_mass_deep")
 BN_FIELDS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
@@ -199,13 +196,29 @@ def _plain(tree: Any) -> Any:
     return tree
 
 
-def kind_of(model_name: str) -> str:
-    if model_name in RESNET_MODELS:
+def kind_of_model(model: Any) -> str | None:
+    """``"resnet"`` or ``"mobilenet_v2"`` for a model (instance or class) of those families,
+    else None."""
+    from gnj.models import mobilenet_v2, resnet
+
+    cls = model if isinstance(model, type) else type(model)
+    if issubclass(cls, resnet.ResNet):
         return "resnet"
-    if model_name in MOBILENET_V2_MODELS:
+    if issubclass(cls, mobilenet_v2.MobileNetV2):
         return "mobilenet_v2"
-    raise ValueError(f"pretrained: no torchvision name map for model {model_name!r}; supported: "
-                     f"{', '.join(RESNET_MODELS + MOBILENET_V2_MODELS)}")
+    return None
+
+
+def kind_of(model_name: str) -> str:
+    """The torchvision layout of the registered model ``model_name`` (ValueError if none)."""
+    from gnj.registry import MODELS
+
+    kind = kind_of_model(MODELS.get(model_name))
+    if kind is None:
+        supported = [n for n in MODELS.names() if kind_of_model(MODELS.get(n)) is not None]
+        raise ValueError(f"pretrained: no torchvision name map for model {model_name!r}; "
+                         f"supported: {', '.join(supported)}")
+    return kind
 
 
 def convert(variables: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], kind: str
