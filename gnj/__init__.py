@@ -1,3 +1,3 @@
-"""gnj: gradient norm equality, normalization, initialization and signal propagation in JAX/Flax."""
+"""gnj: normalization, initialization and signal propagation in deep networks, in JAX/Flax."""
 
 __version__ = "0.1.0"
