@@ -1,7 +1,7 @@
 """Parity of gnj's models with PyTorch twins of the references, in float64.
 
 For each case: build the twin, draw every parameter and running statistic at random, copy them into
-the gnj model through ``gnj.convert.from_torch``, then compare
+the gnj model through ``gnj.interop.convert.from_torch``, then compare
 
 - eval: the forward in eval mode (running statistics);
 - train: the forward in train mode and the running statistics it leaves behind (with Online

@@ -6,7 +6,8 @@
 Table 1 runs every harness case (tests/parity/harness.py). Table 2 counts parameters at the
 reference sizes: gnj's (``jax.eval_shape`` of ``init``), the twin's (built on torch's ``meta``
 device, so nothing is allocated) and the tensors the reference creates but never uses (the
-family's ``gnj.convert`` name map), and checks gnj = twin − unused.
+family's name map in ``gnj.interop.convert``, registered by ``gnj/proj/<paper>/convert.py``),
+and checks gnj = twin − unused.
 """
 
 from __future__ import annotations

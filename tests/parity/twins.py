@@ -1,6 +1,6 @@
 """PyTorch twins of the reference models, written for the parity harness from the references'
 behaviour (module names and layouts as in the reference code, so its state dicts go through
-``gnj.convert``; in-place operations kept where they alias a tensor that is read again).
+``gnj.interop.convert``; in-place operations kept where they alias a tensor that is read again).
 
 Each twin generalises the reference only where a tiny size needs it (widths, number of cells,
 classes); docs/parity.md lists what each reproduces.
