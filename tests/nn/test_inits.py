@@ -169,7 +169,7 @@ def test_const_avg_kernel_and_its_channel_mean():
 
 @pytest.mark.parametrize("relu_gain,g", [(True, math.sqrt(2)), (False, 1.0)])
 def test_varnet_std_uses_fan_out_and_sigma_w(relu_gain, g):
-    """N(0, g·√(σ_W/k)), k = kh·kw·out = 9·128 (BeyondSigProp --varnet, §3.3)."""
+    """N(0, g·√(σ_W/k)), k = kh·kw·out = 9·128 (``--varnet``; docs/references.md#constant-init)."""
     w = inits.varnet(sigma_w=0.5, relu_gain=relu_gain)(KEY, (3, 3, 64, 128))
     assert float(jnp.std(w)) == pytest.approx(g * math.sqrt(0.5 / 1152), rel=0.02)
 

@@ -19,7 +19,8 @@ def test_gne_catalogue_counts_and_recipe():
     assert cifar.get_config("wn32").num_epochs == 4  # [as-written]
     assert cifar.get_config("wn32,full").num_epochs == 130
     r = cifar.get_config("res_fixup1_5s_mixup")
-    assert r.mixup_alpha == 1.0 and r.model.bns and "p=1.5" in r.model.weight_init
+    assert r.mixup_alpha == 1.0 and r.model.name == "fixup_resnet_cifar"
+    assert "p=1.5" in r.model.weight_init
     assert r.optim.weight_decay == 1e-4 and r.optim.lr_mult == 0.1
     assert cifar.get_config("dn_bn").optim.schedule.startswith("multistep(milestones=(50, 80)")
 

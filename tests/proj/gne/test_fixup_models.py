@@ -1,4 +1,7 @@
-"""Fixup ResNets at init: exactly zero logits and the stated per-branch scales (REFERENCE §1.9)."""
+"""Fixup ResNets at init: exactly zero logits and the stated per-branch scales.
+
+Formulas: docs/proj/gne.md#fixup-resnets.
+"""
 
 import math
 

@@ -22,7 +22,7 @@ from tests.models.test_zoo_part1 import (
 
 
 def test_serial_net_counts_and_conv_bias_rule():
-    # depth 32: 31 convs + 1 Linear; conv bias only without norm (GNEDNN, REFERENCE.md §1.5)
+    # depth 32: 31 convs + 1 Linear; conv bias only without norm (docs/proj/gne.md#serial-nets)
     widths = [16] * 11 + [32] * 10 + [64] * 10
     assert len(widths) == 31
     plain = sum(conv(a, b, 3, bias=True) for a, b in zip([3, *widths[:-1]], widths))
@@ -80,8 +80,9 @@ def test_serial_net_stem_uses_weight_init_and_head_is_kaiming_relu():
 
 
 def test_cifar_fixup_gain_on_both_block_convs():
-    # GNEDNN: gain × L^(−p/(2m)), L = (depth − 2)/m (§1.6); ResNet-56, m=2: p=2 → ×0.19245,
-    # p=1.5 → ×0.2903 (REFERENCE.md's values; 27^(−3/8) = 0.29056, so its 0.2903 is rounded)
+    # gain × L^(−p/(2m)), L = (depth − 2)/m (docs/proj/gne.md#cifar-fixup); ResNet-56, m=2:
+    # p=2 → ×0.19245,
+    # p=1.5 → ×0.2903 (the paper rounds 27^(−3/8) = 0.29056 to 0.2903)
     assert fixup_factor(56, 2.0, 2.0) == pytest.approx(0.19245, abs=1e-5)
     assert fixup_factor(56, 1.5, 2.0) == pytest.approx(0.2903, abs=5e-4)
     # on a ResNet-20 (L = 9, p = 2, m = 2 → ×1/3), both block convs scaled, nothing else

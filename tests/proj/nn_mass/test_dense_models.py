@@ -91,7 +91,7 @@ def test_dense_mlp_count():
 
 
 # ------------------------------------------------------------------------------------------------
-# Dense MLP (§4.4): forward vs NumPy, links, blocks
+# Dense MLP (docs/proj/nn_mass.md#dense-mlp): forward vs NumPy, links, blocks
 
 
 def _elu(z):
@@ -108,7 +108,7 @@ def test_dense_mlp_forward_matches_numpy_reference():
     p = v["params"]
     links = m.links()
     L = lambda i, z: z @ p[f"layer{i}"]["kernel"] + p[f"layer{i}"]["bias"]
-    # §4.4: o0 = φ(L0 x); o1 = L1 o0; feat0 = o0, feat1 = [o1, o0]; layer j = i + 2 reads
+    # o0 = φ(L0 x); o1 = L1 o0; feat0 = o0, feat1 = [o1, o0]; layer j = i + 2 reads
     # [o_{j−1}, feat_i[:, links_j]] and feat_{i+2} = [o_j, feat_{i+1}]
     o0 = _elu(L(0, x.reshape(4, -1)))
     o1 = L(1, o0)
@@ -172,7 +172,7 @@ def test_dense_mlp_blocks_give_the_ldi_layer_jacobians():
 
 
 # ------------------------------------------------------------------------------------------------
-# Dense CNNs (§4.5): forward vs NumPy with random norm statistics
+# Dense CNNs (docs/proj/nn_mass.md#dense-cnn): forward vs NumPy with random norm statistics
 
 
 def np_conv(x, k, stride=1, groups=1):
