@@ -18,6 +18,20 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """A test module may define ``slow_case(test_name, params) -> bool``: the parametrized cases
+    it returns True for are marked ``slow`` (run by ``make test-all``), the others stay in
+    ``make test``. Used where a grid of cases re-checks one code path many times over; the fast
+    subset still covers every value of every parameter."""
+    for item in items:
+        pick = getattr(getattr(item, "module", None), "slow_case", None)
+        callspec = getattr(item, "callspec", None)
+        if pick is not None and callspec is not None and pick(item.originalname,
+                                                              dict(callspec.params)):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
     """A TFDS data dir holding the built ``gnj_digits`` set."""

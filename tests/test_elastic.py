@@ -59,6 +59,7 @@ def _assert_continues_like(resumed: str, reference: str) -> None:
     assert_states_close(state, expected)
 
 
+@pytest.mark.slow  # end-to-end run: make test-all
 def test_eight_devices_to_one_and_one_to_eight(digits_npz, tmp_path):
     one = str(tmp_path / "one")  # the test process has one CPU device
     train.train_and_evaluate(config(digits_npz), one)

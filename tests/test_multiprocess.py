@@ -42,7 +42,8 @@ def resume_copy(source: str, target: str, step: int) -> str:
     return target
 
 
-@pytest.mark.parametrize("processes", [2, pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.slow  # end-to-end run (2 and 4 processes): make test-all
+@pytest.mark.parametrize("processes", [2, 4])
 def test_processes_match_one_process_with_as_many_devices(processes, digits_npz, tmp_path):
     """1 process × 2P devices trains 6 steps; P processes × 2 devices resume its step-3
     checkpoint (every process restores it) and must reproduce steps 4–6."""

@@ -3,6 +3,8 @@ devices with a finite loss (the registry-wide norm test of the normalization zoo
 
 import json
 
+import pytest
+
 from tests.conftest import run_python
 
 # Options that make a norm fit the tiny widths used here (4 / 8 channels, batch 16).
@@ -50,6 +52,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow  # end-to-end run: make test-all
 def test_every_norm_trains_in_resnet_and_vgg_on_8_devices():
     proc = run_python(["-c", _SCRIPT, json.dumps(SPEC_FOR_TINY)], devices=8)
     result = json.loads(proc.stdout.split("RESULT", 1)[1])

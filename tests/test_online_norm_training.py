@@ -2,6 +2,7 @@
 BatchNorm run's (same config, same data order)."""
 
 import numpy as np
+import pytest
 
 from configs.online_norm import resnet as on_configs
 from gnj import train
@@ -20,6 +21,7 @@ def _run(tfds_dir, tmp_path, mode):
     return result, np.array(losses)
 
 
+@pytest.mark.slow  # end-to-end run: make test-all
 def test_online_norm_resnet_trains_like_batchnorm(tfds_dir, tmp_path):
     on, on_losses = _run(tfds_dir, tmp_path, "online")
     bn, bn_losses = _run(tfds_dir, tmp_path, "batch")

@@ -108,6 +108,7 @@ def _final_params(workdir):
     return step, restored
 
 
+@pytest.mark.slow  # end-to-end run: make test-all
 def test_sigkill_then_resume_is_bitwise_identical(tfds_dir, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
@@ -230,6 +231,7 @@ def test_backward_state_is_carried_through_the_cotangent():
     assert isinstance(state, TrainState)
 
 
+@pytest.mark.slow  # end-to-end run: make test-all
 def test_default_config_trains_well_above_chance(tfds_dir, tmp_path):
     """`make run`'s config: the README states ~98 % on the 360 held-out digits (chance 10 %)."""
     c = default.get_config()

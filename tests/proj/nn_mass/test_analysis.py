@@ -77,6 +77,7 @@ def test_cli_on_a_sweep_writes_grad_norms_per_run_and_ldi_vs_mass(tmp_path, save
                                rtol=1e-12)
 
 
+@pytest.mark.slow  # end-to-end run: make test-all
 def test_cli_analyze_runs_the_analysis_of_a_tiny_nn_mass_sweep(tfds_dir, tmp_path, saved_figures):
     from configs.nn_mass import mlp
     from gnj import train
