@@ -31,7 +31,7 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
 
-## The docs' checks with their slow runs: the walkthrough, docs/extending.md, the README table.
+## The docs' checks with their slow runs: docs/extending.md trained, every README table command.
 docs-check: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadgroup -m "" tests/test_docs.py $(PYTEST_ARGS)
 

@@ -334,7 +334,6 @@ def test_walkthrough_code_works(tmp_path):
     run_python(code)
 
 
-@pytest.mark.slow
 def test_walkthrough_runs(tfds_dir, tmp_path):
     """docs/walkthrough.md as written: the toy norm trains, and the analysis has a spectrum."""
     run_markdown((ROOT / "docs" / "walkthrough.md").read_text(), tmp_path, doc_env(tfds_dir))
