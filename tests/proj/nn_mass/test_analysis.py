@@ -14,6 +14,7 @@ from gnj.analysis import ldi, plots
 from gnj.analysis import run as analysis_run
 from gnj.models import build
 from gnj.proj.nn_mass import analysis
+from tests.analysis.test_ldi import chain_layers, two_layer_elu_chain
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ELU = lambda z: np.where(z > 0, z, np.exp(z) - 1)
@@ -164,22 +165,9 @@ def test_ldi_of_dense_mlp_matches_numpy(quirk):
 
 @pytest.mark.parametrize("quirk", ["correct", "reference"])
 def test_ldi_of_a_two_layer_elu_chain_matches_numpy(quirk):
-    rng = np.random.default_rng(1)
-    w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=4)
-    w1, b1 = rng.normal(size=(2, 4)), rng.normal(size=2)
-    x = rng.normal(size=(6, 3))
+    chain, svs = two_layer_elu_chain(D_ELU[quirk])
     with jax.enable_x64(True):
-        layers = ldi.dense_chain_layers([jnp.asarray(w0), jnp.asarray(w1)],
-                                        [jnp.asarray(b0), jnp.asarray(b1)], jnp.asarray(x),
-                                        jax.nn.elu)
-        got = ldi.ldi(ldi.layer_jacobians(layers, analysis.derivative("elu", quirk)))
-    d = D_ELU[quirk]
-    svs = []
-    for xi in x:
-        z0 = w0 @ xi + b0  # h = elu(z0); logits = w1 h + b1 (no φ after the last layer)
-        svs.append(np.linalg.svd(np.diag(d(z0)) @ w0, compute_uv=False))
-        svs.append(np.linalg.svd(w1, compute_uv=False))
-    svs = np.concatenate(svs)
+        got = ldi.ldi(ldi.layer_jacobians(chain_layers(chain), analysis.derivative("elu", quirk)))
     assert got["ldi_mean"] == pytest.approx(svs.mean(), rel=1e-12)
     assert got["ldi_std"] == pytest.approx(svs.std(ddof=1), rel=1e-12)
 

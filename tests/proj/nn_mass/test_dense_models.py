@@ -11,33 +11,7 @@ import pytest
 from gnj.analysis import blocks
 from gnj.models import build
 from gnj.proj.nn_mass import dense_cnn, dense_mlp
-
-
-def n_params(model, shape):
-    v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape))))
-    return sum(x.size for x in jax.tree.leaves(v["params"]))
-
-
-def conv(cin, cout, k, groups=1):
-    return cin // groups * cout * k * k
-
-
-def bn(c):
-    return 2 * c
-
-
-def _random_variables(model, shape, seed):
-    """Random float64 values for every variable (variances and scales in [0.5, 1.5]); only the
-    shapes come from the model (``eval_shape``: nothing is compiled)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *shape)))
-
-    def leaf(path, x):
-        if path[-1].key in ("var", "scale"):
-            return rng.uniform(0.5, 1.5, x.shape)
-        return rng.normal(0, 0.4, x.shape)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)
+from tests.models.test_zoo_part2 import _random_variables, bn, conv, n_params
 
 
 def dense_cnn_count(cell_depth, widths, tcs, classes, depthwise, final_hw=4):
