@@ -86,7 +86,7 @@ def build_schedule(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.Sc
 # An optimizer factory: (learning_rate schedule, cfg) -> optax.GradientTransformation.
 
 
-@OPTIMIZERS.register("sgd", "momentum", "nesterov")
+@OPTIMIZERS.register("sgd")
 def sgd(learning_rate: optax.Schedule, cfg: Any) -> optax.GradientTransformation:
     momentum = cfg.get("momentum", 0.0)
     nesterov = cfg.get("nesterov", False) or cfg.get("name") == "nesterov"
@@ -139,3 +139,6 @@ def build(cfg: Any, steps_per_epoch: int, total_steps: int
     if group and cfg.get("lr_mult", 1.0) != 1.0:
         parts.append(optax.masked(optax.scale(cfg.lr_mult), path_mask(group)))
     return optax.chain(*parts), schedule
+
+
+OPTIMIZERS.alias({"momentum": "sgd", "nesterov": "sgd"})

@@ -75,18 +75,15 @@ class Registry:
             for module in modules:
                 importlib.import_module(module)
 
-    def register(self, name: str | None = None, *aliases: str) -> Callable:
-        """Decorator: ``@NORMS.register("batch")``. The default name is the object's name.
-
-        ``aliases`` are added to the alias table as by :meth:`alias` (prefer one table).
-        """
+    def register(self, name: str | None = None) -> Callable:
+        """Decorator: ``@NORMS.register("batch")``. The default name is the object's name;
+        other names for the entry go into the registry's alias table (:meth:`alias`)."""
 
         def decorator(obj: Callable[..., Any]) -> Callable[..., Any]:
             key = name or obj.__name__
             if key in self._aliases or (key in self._entries and self._entries[key] is not obj):
                 raise ValueError(f"{self.kind} {key!r} is already registered")
             self._entries[key] = obj
-            self.alias({a: key for a in aliases})
             return obj
 
         return decorator

@@ -21,9 +21,11 @@ def test_parse_spec_rejects(bad):
 def test_lookup_returns_partial_with_spec_over_defaults():
     reg = Registry("thing")
 
-    @reg.register("f", "alias")
+    @reg.register("f")
     def f(a=1, b=2):
         return a, b
+
+    reg.alias({"alias": "f"})
 
     p = reg.lookup("f(b=5)", a=3, b=4)
     assert isinstance(p, functools.partial)

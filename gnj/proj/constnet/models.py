@@ -80,7 +80,7 @@ class ConstBlock(nn.Module):
         return SymmetryNoise(self.noise_scale)(res, train) + out
 
 
-@MODELS.register("wrn_constnet", "constnet")
+@MODELS.register("wrn_constnet")
 class ConstNet(nn.Module):
     depth: int = 16
     widen_factor: int = 10
@@ -122,3 +122,6 @@ class ConstNet(nn.Module):
                     x = block(x, train)
         x = common.global_avg_pool(nn.relu(x))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="fc")(x)
+
+
+MODELS.alias({"constnet": "wrn_constnet"})

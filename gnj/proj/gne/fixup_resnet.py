@@ -71,7 +71,7 @@ class FixupBlock(nn.Module):
         return nn.relu(y + shortcut)
 
 
-@MODELS.register("fixup_resnet", "fixup_resnet50")
+@MODELS.register("fixup_resnet")
 class FixupResNet(nn.Module):
     """torchvision-shaped Fixup ResNet (``arch`` from ``gnj.models.resnet.ARCHS``; also
     registered as ``fixup_resnet50``, the default arch). ``cifar_stem`` swaps the 7×7/2 stem and
@@ -110,3 +110,6 @@ class FixupResNet(nn.Module):
                                self.variant, lay, name=f"layer{stage + 1}_{i}")(x, train)
         x = common.global_avg_pool(x) + _scalar(self, "bias2")
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="fc")(x)
+
+
+MODELS.alias({"fixup_resnet50": "fixup_resnet"})

@@ -128,7 +128,7 @@ class DenseCNNLayer(nn.Module):
         return x
 
 
-@MODELS.register("dense_cnn", "regular_dense_cnn")
+@MODELS.register("dense_cnn")
 class DenseCNN(nn.Module):
     """NN-Mass dense CNN (``kind`` regular or depthwise); see the module docstring."""
 
@@ -231,10 +231,14 @@ class DenseCNN(nn.Module):
         return common.dense(self.num_classes, name="fc")(x)
 
 
-@MODELS.register("dense_cnn_depthwise", "depth_wise_dense_cnn")
+@MODELS.register("dense_cnn_depthwise")
 class DenseCNNDepthwise(DenseCNN):
     """:class:`DenseCNN` with ``kind="depthwise"`` (reference ``depth_wise_dense_cnn``)."""
 
     kind: str = "depthwise"
 
     tiny: ClassVar[dict] = dict(DenseCNN.tiny)
+
+
+#: the reference script's names for the two architectures
+MODELS.alias({"regular_dense_cnn": "dense_cnn", "depth_wise_dense_cnn": "dense_cnn_depthwise"})
