@@ -109,9 +109,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         rest = flags.FLAGS(argv)
         _ = list(_CONFIG.value.keys())  # loads the config file, applies the overrides
-    except SystemExit:
-        raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001  (SystemExit, e.g. from --help, passes through)
         _fail(describe_flag_error(e, argv))
     if len(rest) > 1:
         _fail(f"error: unexpected arguments {rest[1:]}; valid: only --flags")

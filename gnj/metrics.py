@@ -47,6 +47,8 @@ def loads_record(line: str) -> dict[str, Any]:
     """A record of ``metrics.jsonl``, the non-finite stand-ins turned back into floats (bare
     ``NaN`` written by older versions is accepted too)."""
     record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
     return {k: NONFINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
 
 
@@ -66,8 +68,6 @@ def truncate_jsonl(path: str, last_step: int) -> None:
     for number, line in enumerate(lines, 1):
         try:
             record = loads_record(line.decode("utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
             if number == len(lines):
                 continue  # a line torn by a kill mid-write
@@ -87,12 +87,12 @@ def truncate_jsonl(path: str, last_step: int) -> None:
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     """Every record of a ``metrics.jsonl`` (non-finite stand-ins back as floats); a line that is
-    not JSON (torn by a kill) is skipped."""
+    not a JSON object (torn by a kill) is skipped."""
     records = []
     with open(path) as f:
         for line in f:
             if line.strip():
-                with contextlib.suppress(json.JSONDecodeError):
+                with contextlib.suppress(ValueError):
                     records.append(loads_record(line))
     return records
 

@@ -281,8 +281,6 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     availability, and the model's shapes (traced abstractly). See ``docs/reliability.md``.
     """
     validate.check(config)
-    sharding.check_batch_size(config.batch_size)
-    sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
     source = data_lib.build(config)
     model = models.build(config.model, source.num_classes)
     policy = precision.from_config(config.model)
@@ -408,14 +406,17 @@ def _train(exp: Experiment, workdir: str) -> dict[str, float]:
             t_eval = time.perf_counter()
             evaluated = evaluate(state)
             eval_seconds = time.perf_counter() - t_eval
-        if done % log_every == 0 or done == steps:
+        if is_log_step(done):
             deferred.append(functools.partial(log, done, batch_sums, count, probed, evaluated,
                                               eval_seconds))
         elif evaluated is not None:  # an eval step that is not a log step: its own record
             deferred.append(functools.partial(log, done, None, 0, {}, evaluated, eval_seconds))
 
+    def is_log_step(done: int) -> bool:
+        return done % log_every == 0 or done == steps
+
     def is_event_step(done: int) -> bool:
-        return done % log_every == 0 or done % eval_every == 0 or done == steps
+        return is_log_step(done) or done % eval_every == 0
 
     try:
         with interrupts.StopRequests() as stop:
@@ -448,7 +449,7 @@ def _train(exp: Experiment, workdir: str) -> dict[str, float]:
                     ckpt.close()
                     writer.close()
                     raise interrupts.Preempted(done, stop.signum)
-                logged = done % log_every == 0 or done == steps
+                logged = is_log_step(done)
                 step_events(done, sums, n_acc, state)
                 if logged:
                     sums, n_acc, probed = zeros, 0, {}

@@ -193,9 +193,10 @@ def record_config(config: Any, workdir: str, allow_change: bool = False,
         raise WorkdirError(f"{path} is damaged (not a JSON object); move it aside and run again")
     history = os.path.join(workdir, HISTORY_FILE)
     if os.path.exists(history):  # the latest accepted change is the reference
-        for line in open(history, encoding="utf-8", errors="replace"):
-            with contextlib.suppress(ValueError):
-                old = json.loads(line).get("config", old)
+        with open(history, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    old = json.loads(line).get("config", old)
     identity_old, identity_new = _identity(old), _identity(new)
     if identity_old != identity_new:
         raise WorkdirError(

@@ -26,3 +26,15 @@ def test_truncate_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_pat
     path.write_text("\n".join(lines) + '\n{"step": 40, "train/lo')
     truncate_jsonl(str(path), 20)
     assert [r["step"] for r in read_jsonl(str(path))] == [10, 20]
+
+
+def test_a_json_line_that_is_not_an_object_is_a_damaged_record(tmp_path):
+    import pytest
+
+    from gnj.workdir import WorkdirError
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n5\n{"step": 2}\n')
+    assert read_jsonl(str(path)) == [{"step": 1}, {"step": 2}]
+    with pytest.raises(WorkdirError, match="damaged at line 2"):
+        truncate_jsonl(str(path), 2)

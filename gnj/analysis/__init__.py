@@ -1,8 +1,8 @@
 """Analyses of trained or initialised models (docs/analysis.md).
 
-- ``hooks``: the analysis hook API (``AnalysisContext``, the ``ANALYSES`` registry's kinds:
-  analyze, train and sweep hooks); ``core_hooks``: the core's hooks (``jacobian``, ``probes``,
-  ``correlations``, ``compare``). Papers register theirs in ``gnj/proj/<paper>/``.
+- ``hooks``: the analysis hook API (``AnalysisContext``; the ``ANALYSES`` kinds: analyze,
+  train, sweep and report entries); ``core_hooks``: the core's hooks (``jacobian``,
+  ``probes``, ``correlations``, ``compare``). Papers register theirs in ``gnj/proj/<paper>/``.
 - ``blocks``: blocks (``is_block = True``) and their real inputs, found by interception.
 - ``jacobian``: exact per-sample Jacobians (jacfwd / jacrev by shape, chunked, memory budget).
 - ``moments``: φ(JJᵀ) and spread per block and for the network, exact or Hutchinson.

@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gnj.analysis.hooks import setting
+from gnj.analysis.hooks import name_list, setting
 from gnj.state import path_str
 
 MAX_ROWS = 5000
@@ -165,9 +165,9 @@ def build_hook(config: Any, prefix: str = "corr/"
     """
     max_rows = int(setting(config, "correlations_max_rows"))
     seed = int(config.get("seed", 0))
-    cross_layers = setting(config, "cross_correlation_layers") or ()
-    if isinstance(cross_layers, str) and cross_layers != "all":
-        cross_layers = tuple(n.strip() for n in cross_layers.split(",") if n.strip())
+    cross_layers = setting(config, "cross_correlation_layers")
+    if cross_layers != "all":
+        cross_layers = name_list(cross_layers)
     cross_forward = bool(setting(config, "cross_correlation_forward"))
 
     def hook(state: Any, batch: dict[str, Any]) -> dict[str, float]:

@@ -68,6 +68,13 @@ def setting(config: Any, key: str) -> Any:
     return config_schema.FIELDS[f"analysis.{key}"].default
 
 
+def name_list(value: Any) -> tuple[str, ...]:
+    """Names given as ``"a,b"`` (a command-line override) or as a sequence, as a tuple."""
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    return tuple(value or ())
+
+
 def when(entry: Callable[..., Any]) -> str:
     """The kind of a registered entry: ``"analyze"``, ``"train"``, ``"sweep"`` or ``"report"``."""
     return getattr(entry, "when", ANALYZE)
@@ -134,10 +141,7 @@ def selected(config: Any) -> dict[str, Callable[[AnalysisContext], dict[str, Any
       gnj.validate.ConfigError: a name that is not an analyze hook (lists the valid ones).
     """
     available = of_kind(ANALYZE)
-    section = config.get("analysis", None) if hasattr(config, "get") else None
-    names = (section or {}).get("hooks", ()) or ()
-    if isinstance(names, str):  # --config.analysis.hooks=a,b
-        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = name_list(setting(config, "hooks"))
     if not names:
         return available
     unknown = [n for n in names if n not in available]

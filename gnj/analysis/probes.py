@@ -225,10 +225,12 @@ def build_probe(config: Any, model: nn.Module,
                             stream_rngs(jax.random.fold_in(rng, step)), train=True,
                             key_order=order)
 
-    def probe(state: Any, batch: dict[str, Any]) -> dict[str, float]:
-        out = jax.device_get(run(state.params, state.model_state, state.rng, state.step,
-                                 batch["image"], batch["label"]))
+    def probe(state: Any, batch: dict[str, Any]) -> dict[str, jax.Array]:
+        """Queued on the device like the train step: the values are read when the record that
+        holds them is written (``MetricWriter``), not here."""
+        out = run(state.params, state.model_state, state.rng, state.step, batch["image"],
+                  batch["label"])
         keys = order if set(order) == set(out) else sorted(out)
-        return {k: float(out[k]) for k in keys}
+        return {k: out[k] for k in keys}
 
     return probe

@@ -68,14 +68,6 @@ class NameMap:
         return bool(IGNORED.fullmatch(key)) or any(re.fullmatch(p, key) for p in self.unused)
 
 
-def _leaf(tree: Mapping[str, Any], path: list[str]) -> Any:
-    for p in path:
-        if not isinstance(tree, Mapping) or p not in tree:
-            return None
-        tree = tree[p]
-    return tree
-
-
 def _target(key: str, name_map: NameMap, variables: Mapping[str, Any]
             ) -> tuple[str, list[str]] | None:
     if key in name_map.tensors:
@@ -86,7 +78,8 @@ def _target(key: str, name_map: NameMap, variables: Mapping[str, Any]
         return None
     module = name_map.modules[prefix].split("/")
     if leaf == "weight":
-        has_kernel = _leaf(variables.get("params", {}), [*module, "kernel"]) is not None
+        has_kernel = torchvision.get_leaf(variables.get("params", {}),
+                                          (*module, "kernel")) is not None
         return "params", [*module, "kernel" if has_kernel else "scale"]
     if leaf not in LEAVES:
         return None
@@ -104,21 +97,18 @@ def _layout(value: np.ndarray, shape: tuple[int, ...], leaf: str) -> np.ndarray:
     return value
 
 
-def _plain(tree: Any) -> Any:
-    return {k: _plain(v) for k, v in tree.items()} if isinstance(tree, Mapping) else tree
-
-
 def convert(variables: Mapping[str, Any], state_dict: Mapping[str, Any], name_map: NameMap,
             label: str) -> dict[str, Any]:
     """``variables`` with every tensor taken from ``state_dict`` through ``name_map``."""
-    out = {col: _plain(v) for col, v in variables.items()}
+    out = {col: torchvision.plain_tree(v) for col, v in variables.items()}
     covered: set[tuple[str, ...]] = set()
     unexpected, bad_shape = [], []
     for key, value in state_dict.items():
         if name_map.is_unused(key):
             continue
         target = _target(key, name_map, out)
-        current = None if target is None else _leaf(out.get(target[0], {}), target[1])
+        current = (None if target is None
+                   else torchvision.get_leaf(out.get(target[0], {}), tuple(target[1])))
         if current is None:
             where = "" if target is None else f" (→ {target[0]}/{'/'.join(target[1])})"
             unexpected.append(key + where)
@@ -132,10 +122,8 @@ def convert(variables: Mapping[str, Any], state_dict: Mapping[str, Any], name_ma
             bad_shape.append(f"{key} {tuple(value.shape)} vs {collection}/{'/'.join(path)} "
                              f"{shape}")
             continue
-        node = out[collection]
-        for p in path[:-1]:
-            node = node[p]
-        node[path[-1]] = np.asarray(new, dtype=np.asarray(current).dtype)
+        torchvision.set_leaf(out[collection], tuple(path),
+                             np.asarray(new, dtype=np.asarray(current).dtype))
         covered.add((collection, *path))
     torchvision.check_fit(f"convert ({label})", out, covered, unexpected, bad_shape)
     return out

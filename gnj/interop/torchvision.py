@@ -166,7 +166,8 @@ def _convert(value: np.ndarray, transform: str) -> np.ndarray:
     return value
 
 
-def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+def get_leaf(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The leaf of a nested mapping at ``path``, or None where the path does not exist."""
     for p in path:
         if not isinstance(tree, Mapping) or p not in tree:
             return None
@@ -174,7 +175,8 @@ def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return tree
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def set_leaf(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Put ``value`` at ``path`` of a nested dict (the path must exist but for its leaf)."""
     for p in path[:-1]:
         tree = tree[p]
     tree[path[-1]] = value
@@ -190,9 +192,10 @@ def _leaf_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[t
     return out
 
 
-def _plain(tree: Any) -> Any:
+def plain_tree(tree: Any) -> Any:
+    """A nested mapping (e.g. a FrozenDict) as nested plain dicts, leaves shared."""
     if isinstance(tree, Mapping):
-        return {k: _plain(v) for k, v in tree.items()}
+        return {k: plain_tree(v) for k, v in tree.items()}
     return tree
 
 
@@ -224,7 +227,7 @@ def kind_of(model_name: str) -> str:
 def convert(variables: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], kind: str
             ) -> dict[str, Any]:
     """``variables`` (params + batch_stats of the gnj model) with every tensor replaced."""
-    out = {col: _plain(v) for col, v in variables.items()}
+    out = {col: plain_tree(v) for col, v in variables.items()}
     params = out.get("params", {})
     covered: set[tuple[str, ...]] = set()
     unexpected, bad_shape = [], []
@@ -235,7 +238,7 @@ def convert(variables: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], 
             unexpected.append(key)
             continue
         collection, path, transform = target
-        current = _get(out.get(collection, {}), path)
+        current = get_leaf(out.get(collection, {}), path)
         if current is None:
             unexpected.append(f"{key} (→ {collection}/{'/'.join(path)}, not in the gnj model)")
             continue
@@ -244,7 +247,7 @@ def convert(variables: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], 
             bad_shape.append(f"{key} {tuple(new.shape)} vs {collection}/{'/'.join(path)} "
                              f"{tuple(np.shape(current))}")
             continue
-        _set(out[collection], path, np.asarray(new, dtype=np.asarray(current).dtype))
+        set_leaf(out[collection], path, np.asarray(new, dtype=np.asarray(current).dtype))
         covered.add((collection, *path))
     check_fit(f"pretrained ({kind})", out, covered, unexpected, bad_shape)
     return out
@@ -285,10 +288,10 @@ def apply_to_state(state: Any, config: Any) -> Any:
     host = jax.device_get(variables)
     new = load_into_variables(host, path, config.model.name)
     put = lambda n, o: jax.device_put(np.asarray(n, o.dtype), o.sharding)
-    params = jax.tree.map(put, new["params"], _plain(state.params))
+    params = jax.tree.map(put, new["params"], plain_tree(state.params))
     model_state = dict(state.model_state)
     if "batch_stats" in new:
         model_state["batch_stats"] = jax.tree.map(put, new["batch_stats"],
-                                                  _plain(state.model_state["batch_stats"]))
+                                                  plain_tree(state.model_state["batch_stats"]))
     print(f"initialised from torchvision weights {path}", flush=True)
     return state.replace(params=params, model_state=model_state)

@@ -34,11 +34,11 @@ import jax.numpy as jnp
 from gnj.models import common
 from gnj.models.layers import Layers, is_no_norm
 from gnj.nn.inits import Initializer
-from gnj.registry import MODELS, spec_name
+from gnj.registry import CONVS, MODELS, spec_name
 
 SHORTCUTS = ("A", "B", "C")
 SQRT2 = 1.4142135623730951
-REPARAM_CONVS = ("sws", "scaled_ws", "weight_norm", "weight_norm_torch")
+REPARAM_CONVS = ("sws", "weight_norm", "weight_norm_torch")  # canonical CONVS names
 
 
 def blocks_per_stage(depth: int, model: str = "resnet_cifar") -> int:
@@ -56,7 +56,7 @@ def conv_bias(rule: str, norm: str, conv: str) -> bool:
     if rule == "no_norm":
         return is_no_norm(norm)
     if rule == "reparam_conv":
-        return spec_name(conv) in REPARAM_CONVS
+        return CONVS.canonical(spec_name(conv)) in REPARAM_CONVS
     raise ValueError(f"conv bias rule {rule!r}; valid: no_norm, reparam_conv")
 
 

@@ -21,7 +21,7 @@ import jax
 
 from gnj.models.layers import is_no_norm
 from gnj.models.resnet_cifar import SQRT2, BasicBlock, PreActBlock, ResNetCifar
-from gnj.registry import MODELS, spec_name
+from gnj.registry import ACTIVATIONS, MODELS, spec_name
 
 #: activations the reference applies as an in-place ReLU (its scaled-ReLU activation's too)
 INPLACE_RELU_ACTS = ("relu", "wn_scaled_relu")
@@ -55,6 +55,6 @@ class ResNet56Lubana(ResNetCifar):
 
     def block_class(self) -> type[BasicBlock]:
         if (self.preact and self.shortcut_reads_inplace_relu and is_no_norm(self.norm)
-                and spec_name(self.act) in INPLACE_RELU_ACTS):
+                and ACTIVATIONS.canonical(spec_name(self.act)) in INPLACE_RELU_ACTS):
             return InplaceReluPreActBlock
         return super().block_class()

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from gnj.interop.convert import NameMap, register_name_map
+from gnj.models.layers import is_no_norm
 
 
 @register_name_map("constnet.wrn", "ConstNet")
@@ -19,7 +20,7 @@ def _constnet(model: Any) -> NameMap:
     from gnj.proj.constnet.models import blocks_per_stage
 
     m = NameMap(modules={"conv1": "stem", "fc": "fc"})
-    fixup = model.norm in ("none", "identity")
+    fixup = is_no_norm(model.norm)
     for s in range(1, 4):
         for i in range(blocks_per_stage(model.depth, "wrn_constnet")):
             t, g = f"block{s}.layer.{i}", f"stage{s}_block{i}"
@@ -44,7 +45,7 @@ def _leakynet(model: Any) -> NameMap:
 
     n = blocks_per_stage(model.depth, "leakynet")
     m = NameMap(modules={"conv1": "stem", "fc": "fc"}, unused=[r"block\d\.layer\.\d+\.biases\.1"])
-    with_norm = model.norm not in ("none", "identity")
+    with_norm = not is_no_norm(model.norm)
     for s in range(1, 4):
         for i in range(n):
             t, g, idx = f"block{s}.layer.{i}", f"block{(s - 1) * n + i}", (s - 1) * n + i

@@ -15,12 +15,11 @@ from gnj.interop.convert import NameMap, register_name_map
 def _gne_resnet(model: Any) -> NameMap:
     """GNEDNN ``cifar/models/resnet.py::ResNet`` and ``serial_net.py::serialNet``: conv1, norm1,
     layer{s}.{i}.{conv1, conv2, norm1, norm2}, linear (``block0`` / ``block`` repeat the same
-    modules under a second name). Unused outside ``bns`` mode: the ResNet's ``bias2``."""
+    modules under a second name). Unused: the ResNet's ``bias2`` (read only by the Fixup-scalar
+    net, ``fixup_resnet_cifar``, which this map does not cover)."""
     m = NameMap(modules={"conv1": "stem", "linear": "head"},
-                unused=[r"block0\..*", r"layer\d\.\d+\.block\..*"])
+                unused=[r"block0\..*", r"layer\d\.\d+\.block\..*", "bias2"])
     m.norm("norm1", "stem_norm")
-    if not getattr(model, "bns", False):
-        m.unused.append("bias2")
     for s in range(1, 4):
         for i in range((model.depth - 2) // 6):
             t, g = f"layer{s}.{i}", f"stage{s}_block{i}"

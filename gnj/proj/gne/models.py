@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from gnj.models.densenet import Bottleneck, DenseNetBC
 from gnj.models.layers import Layers, is_no_norm
 from gnj.models.resnet_cifar import BasicBlock, ResNetCifar
-from gnj.registry import MODELS, spec_name
+from gnj.registry import ACTIVATIONS, MODELS, spec_name
 
 #: activations the reference builds as in-place modules (nn.ReLU(True), nn.LeakyReLU(inplace))
 INPLACE_ACTS = ("relu", "leaky_relu")
@@ -158,6 +158,6 @@ class DenseNetCifar(DenseNetBC):
 
     def block_class(self) -> type[Bottleneck]:
         if (self.concat_after_inplace_act and is_no_norm(self.norm)
-                and spec_name(self.act) in INPLACE_ACTS):
+                and ACTIVATIONS.canonical(spec_name(self.act)) in INPLACE_ACTS):
             return InplaceActBottleneck
         return Bottleneck

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnj.models.layers import Layers
+from gnj.nn import inits
 from gnj.proj.nn_mass import links as link_sampling
 from gnj.registry import MODELS
 
@@ -66,13 +67,6 @@ def sample_links(width: int, depth: int, tc: int, seed: int,
     output ``o_{j−2−i//w}``.
     """
     return link_sampling.sample_links([link_counts(width, depth, tc)], seed, sampler)[0]
-
-
-def _torch_bias(fan_in: int):
-    """nn.Linear's default bias init U(±1/√fan_in) (the fan-in is known here)."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
-                                                                    bound)
 
 
 class MassLayer(nn.Module):
@@ -94,7 +88,7 @@ class MassLayer(nn.Module):
         self.phi = self.layers.act()
         shape = (self.in_features, self.features)
         self.kernel = self.param("kernel", self.layers.init, shape)
-        self.bias = self.param("bias", _torch_bias(self.in_features), (self.features,))
+        self.bias = self.param("bias", inits.torch_default_bias(self.in_features), (self.features,))
 
     def linear(self, x: jax.Array) -> jax.Array:
         """W·x + b (no activation)."""

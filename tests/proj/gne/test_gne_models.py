@@ -178,3 +178,13 @@ def test_densenet_without_norm_concatenates_the_inplace_activation():
     model = build({"name": "densenet_cifar", "norm": "none", "act": act}, 10)
     assert model.block_class() is InplaceActBottleneck
     assert build({"name": "densenet_cifar"}, 10).block_class() is Bottleneck
+
+
+def test_densenet_inplace_activation_quirk_follows_activation_aliases():
+    """The in-place quirk is decided on the canonical activation name: ``lrelu`` (an alias of
+    ``leaky_relu``) gives the same net as ``leaky_relu``."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    spec = dict(name="densenet_cifar", growth=2, block_sizes=(2, 2, 2), norm="none")
+    nets = [build({**spec, "act": act}, 10) for act in ("leaky_relu", "lrelu")]
+    v = nets[0].init(jax.random.PRNGKey(1), x)
+    np.testing.assert_array_equal(nets[0].apply(v, x), nets[1].apply(v, x))

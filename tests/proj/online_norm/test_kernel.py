@@ -117,7 +117,7 @@ def test_several_devices_keep_the_xla_path():
 
 
 def test_build_is_cached_under_a_key(tmp_path, monkeypatch):
-    monkeypatch.setenv(kernel.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(kernel.cpp_build.CACHE_ENV, str(tmp_path))
     path = kernel.build()
     assert path.parent == tmp_path and path.name.startswith("online_norm_cpu-")
     assert sorted(os.listdir(tmp_path)) == [path.name]  # no temporary file left behind
@@ -145,8 +145,8 @@ def test_build_failure_warns_once_and_falls_back(tmp_path, monkeypatch, cxx, say
 
     with on.use_impl("xla"):
         want = step(v, x, g)
-    monkeypatch.setenv(kernel.CXX_ENV, cxx)
-    monkeypatch.setenv(kernel.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(kernel.cpp_build.CXX_ENV, cxx)
+    monkeypatch.setenv(kernel.cpp_build.CACHE_ENV, str(tmp_path))
     kernel._load.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match=f"could not be built(.|\n)*{cxx}(.|\n)*{says}"):
