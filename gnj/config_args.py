@@ -197,7 +197,7 @@ class Family:
         tokens[:n] = [self.aliases.get(t, t) for t in tokens[:n]]
         variant = ",".join(tokens[:n])
         known, pattern_value = self._variant(variant)
-        if not tokens or (n == 1 and not known and self._option_of(tokens[0]) is not None):
+        if not tokens or (not known and self._option_of(tokens[0]) is not None):
             tokens = [*self.default.split(","), *tokens]  # the default variant
             variant = self.default
             known, pattern_value = self._variant(variant)

@@ -295,25 +295,30 @@ FIELDS: dict[str, Field] = {
                                         "has no split metadata (0 = from TFDS)"),
     "dataset.num_eval_examples": Field(0, Int(lo=0), "streamed sets: eval size (0 = from TFDS)"),
     "dataset.augment.crop_padding": Field(0, Int(lo=0), "random crop after this much padding"),
-    "dataset.augment.pad_mode": Field("constant", Choice(("constant", "reflect"))),
+    "dataset.augment.pad_mode": Field(
+        "constant", Choice(("constant", "reflect")), 'padding of the random crop (jnp.pad mode)'),
     "dataset.augment.flip": Field(False, Bool(), "random horizontal flip"),
     "model.name": Field("resnet_cifar", Spec("MODELS", with_args=False),
                         "gnj.registry.MODELS; the other model keys are the model's fields"),
     # the model's other keys are checked against the named model's fields (their annotated
     # types), MODEL_FIELD_DOMAINS and MODEL_SPEC_FIELDS; these are the default model's
-    "model.depth": Field(8, MODEL_FIELD_DOMAINS["depth"]),
-    "model.width": Field(16, MODEL_FIELD_DOMAINS["width"]),
-    "model.shortcut": Field("A", Text()),
-    "model.norm": Field("batch", Spec(MODEL_SPEC_FIELDS["norm"])),
-    "model.act": Field("relu", Spec(MODEL_SPEC_FIELDS["act"])),
+    "model.depth": Field(
+        8, MODEL_FIELD_DOMAINS["depth"], "network depth (the model's own meaning)"),
+    "model.width": Field(
+        16, MODEL_FIELD_DOMAINS["width"], 'base width (channels of the first stage)'),
+    "model.shortcut": Field("A", Text(), "residual shortcut: A zero-pad, B 1×1 conv, C 3×3 conv"),
+    "model.norm": Field("batch", Spec(MODEL_SPEC_FIELDS["norm"]), "norm spec (gnj.registry.NORMS)"),
+    "model.act": Field(
+        "relu", Spec(MODEL_SPEC_FIELDS["act"]), 'activation spec (gnj.registry.ACTIVATIONS)'),
     "model.dtype": Field("float32", Choice(("float32", "bfloat16", "float16", "float64")),
                          "compute dtype (bfloat16: mixed precision; gnj/precision.py)"),
     "model.param_dtype": Field("float32", Choice(("float32", "bfloat16", "float16", "float64")),
                                "params, optimizer state and norm statistics"),
-    "optim.name": Field("sgd", Spec("OPTIMIZERS", with_args=False)),
+    "optim.name": Field(
+        "sgd", Spec("OPTIMIZERS", with_args=False), 'optimizer (gnj.registry.OPTIMIZERS)'),
     "optim.lr": Field(0.1, _NONNEG, "base learning rate"),
-    "optim.momentum": Field(0.9, Real(0.0, 1.0, hi_open=True)),
-    "optim.nesterov": Field(False, Bool()),
+    "optim.momentum": Field(0.9, Real(0.0, 1.0, hi_open=True), "SGD momentum"),
+    "optim.nesterov": Field(False, Bool(), "Nesterov momentum"),
     "optim.b1": Field(0.9, Real(0.0, 1.0, hi_open=True), "Adam-family first-moment decay"),
     "optim.b2": Field(0.999, Real(0.0, 1.0, hi_open=True), "Adam-family second-moment decay"),
     "optim.eps": Field(1e-8, Real(0.0, lo_open=True), "Adam-family denominator epsilon"),
@@ -323,12 +328,14 @@ FIELDS: dict[str, Field] = {
     "optim.weight_decay": Field(5e-4, _NONNEG, "L2 added to the gradient"),
     "optim.wd_mask": Field(".*", Regex(), "params whose path matches are decayed"),
     "optim.lr_mult_regex": Field("", Regex(), "params whose path matches get lr_mult/wd_mult"),
-    "optim.lr_mult": Field(1.0, _NONNEG),
-    "optim.wd_mult": Field(1.0, _NONNEG),
+    "optim.lr_mult": Field(
+        1.0, _NONNEG, 'learning-rate multiplier of the params matching lr_mult_regex'),
+    "optim.wd_mult": Field(
+        1.0, _NONNEG, 'weight-decay multiplier of the params matching lr_mult_regex'),
     "optim.clip_value": Field(0.0, _NONNEG, "clip gradients by value (0: off)"),
     "optim.clip_norm": Field(0.0, _NONNEG, "clip gradients by global norm (0: off)"),
     "batch_size": Field(128, _COUNT, "global training batch"),
-    "eval_batch_size": Field(200, _COUNT),
+    "eval_batch_size": Field(200, _COUNT, "global batch size of evaluation"),
     "num_epochs": Field(40.0, _NONNEG, "run length in epochs, unless num_steps > 0"),
     "num_steps": Field(0, Int(lo=0), "> 0: run length in steps (overrides num_epochs)"),
     "mixup_alpha": Field(0.0, _NONNEG, "Beta(α, α) mixup (0: off)"),
@@ -336,30 +343,36 @@ FIELDS: dict[str, Field] = {
     "eval_every_steps": Field(100, _COUNT, "evaluation at every multiple of this step"),
     "checkpoint_every_steps": Field(100, _COUNT, "a checkpoint at every multiple of this step"),
     "keep_checkpoints": Field(3, _COUNT, "how many of the newest checkpoints are kept"),
-    "async_checkpointing": Field(True, Bool()),
+    "async_checkpointing": Field(True, Bool(), "write checkpoints in the background"),
     "on_nonfinite": Field("stop", Choice(("stop", "skip")),
                           "a non-finite loss or gradient norm: stop (exit 3) or skip the update"),
     "restore_from": Field("", ExistingPath(),
                           "init params/state from another run's checkpoint (not a resume)"),
     "pretrained": Field("", ExistingPath(), "a torchvision-format .pth file loaded after init"),
-    "quiet": Field(False, Bool()),
+    "quiet": Field(False, Bool(), "no per-step console lines"),
     "analysis.probe_every_steps": Field(0, _EVERY, "> 0: per-layer probes (analysis/probes.py)"),
-    "analysis.probe_max_examples": Field(0, Int(lo=0)),
+    "analysis.probe_max_examples": Field(
+        0, Int(lo=0), 'examples a probe uses (0: the whole batch)'),
     "analysis.correlations_every_steps": Field(
         0, _EVERY, "> 0: weight correlations (analysis/correlations.py)"),
-    "analysis.correlations_max_rows": Field(5000, _COUNT),
+    "analysis.correlations_max_rows": Field(
+        5000, _COUNT, 'rows sampled per kernel for weight correlations'),
     "analysis.cross_correlation_layers": Field(
         "", Text(), '"all" or "a/conv,b/conv": corr/cross/<a>~<b> in the correlations hook'),
-    "analysis.cross_correlation_forward": Field(True, Bool()),
-    "analysis.num_samples": Field(8, _COUNT),
-    "analysis.num_probes": Field(16, _COUNT),
+    "analysis.cross_correlation_forward": Field(
+        True, Bool(), 'cross-correlate in the forward layer order'),
+    "analysis.num_samples": Field(8, _COUNT, "inputs the analysis takes Jacobians at"),
+    "analysis.num_probes": Field(16, _COUNT, "Hutchinson probes of the block moments"),
     "analysis.seed": Field(0, Int(lo=0), "PRNG seed of the analysis's random probes"),
-    "analysis.exact_max_bytes": Field(64 * 2**20, Int(lo=0)),
-    "analysis.lanczos_steps": Field(20, _COUNT),
-    "analysis.spectrum_probes": Field(4, _COUNT),
-    "analysis.block_spectra": Field(False, Bool()),
+    "analysis.exact_max_bytes": Field(
+        64 * 2**20, Int(lo=0), 'largest exact Jacobian batch; above it, matrix-free estimates'),
+    "analysis.lanczos_steps": Field(20, _COUNT, "Lanczos steps of the spectrum quadrature"),
+    "analysis.spectrum_probes": Field(4, _COUNT, "random probes of the spectrum quadrature"),
+    "analysis.block_spectra": Field(False, Bool(), "also the spectrum of every block"),
     "analysis.hooks": Field("", Text(), "comma-separated analyze hooks to run (empty: all)"),
-    "analysis.elu_derivative": Field("correct", Choice(("correct", "reference"))),
+    "analysis.elu_derivative": Field(
+        "correct", Choice(("correct", "reference")),
+        "ELU derivative in LDI: correct, or a reference's exp(x) for x > 0 and 0 otherwise"),
 }
 
 RUN_CONTROLS = ("num_steps", "num_epochs", "log_every_steps", "eval_every_steps",
@@ -418,3 +431,13 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def is_run_control(path: str) -> bool:
     return any(path == c or (c.endswith(".") and path.startswith(c)) for c in RUN_CONTROLS)
+
+
+def keys_table() -> str:
+    """Every declared key as a Markdown table (key, default, valid values, meaning): the
+    "every key" section of docs/configs.md, which a test keeps equal to this."""
+    rows = ["| key | default | valid | meaning |", "|---|---|---|---|"]
+    for key, f in FIELDS.items():
+        doc = f.doc.replace("|", "\\|")
+        rows.append(f"| `{key}` | `{f.default!r}` | {f.domain.describe()} | {doc} |")
+    return "\n".join(rows) + "\n"

@@ -236,11 +236,13 @@ def test_config_args_parses_typed_options_and_names_bad_tokens():
 def test_every_family_declares_runlocal_and_accepts_key_value_options(family):
     mod = _family(family)
     assert "runlocal" in {o.key for o in mod.FAMILY.options}
+    assert mod.FAMILY.parse("runlocal").variant == mod.FAMILY.default  # option first: default
     assert mod.get_config(mod.VARIANTS[-1] + ",runlocal=true").to_dict() == mod.get_config(
         mod.VARIANTS[-1] + ",runlocal").to_dict()
 
 
-#: The README's experiment table (and docs/experiments.md), templates filled in: the contract.
+#: Hand-picked arguments exercising every option form of every family (the README's own
+#: commands are checked by tests/test_docs.py, which reads the README).
 README_ARGS = {
     "configs.gne.cifar": ["orth_tanh", "dn_orth_seluv2_g2_e3", "km_relu,digits"],
     "configs.gne.imagenet": ["mobilenet_bn_dense", "mobilenet_seluv2_0.06", "resnet50_baseline",

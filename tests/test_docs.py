@@ -390,3 +390,10 @@ def test_extending_example_registers(section, tmp_path):
     )
     written = sorted(p.name for p in tmp_path.glob("*.py"))
     run_python(["-c", code, *written])
+
+
+def test_configs_page_lists_every_config_key():
+    from gnj import config_schema
+
+    page = (ROOT / "docs" / "configs.md").read_text()
+    assert page.split("## every-key", 1)[1].endswith(config_schema.keys_table())

@@ -7,8 +7,9 @@ Four kinds of entry, told apart by their ``when`` attribute (docs/analysis.md#ho
   the dicts of the hooks named in ``config.analysis.hooks`` (empty: every analyze hook) into
   ``analysis.json``. A hook returns ``{}`` when it does not apply to the model.
 - ``"train"`` (:func:`train_hook`): ``build(config, model, preprocess) -> hook(state, batch)
-  -> {metric: float}``; the training loop builds it when ``config.analysis.<every>`` > 0 and
-  calls it every that many steps, merging its scalars into the next logged record.
+  -> {metric: scalar}``; the training loop builds it when ``config.analysis.<every>`` > 0 and
+  calls it every that many steps, merging its scalars into the next logged record (device
+  scalars stay on the device until that record is written).
 - ``"sweep"`` (:func:`sweep_hook`): ``fn(root, analyses) -> [paths written]``, given every
   ``analysis.json`` under a sweep's root (``python -m gnj.analysis.plots``).
 - ``"report"`` (:func:`report_columns`): ``fn() -> (Column, ...)``, extra columns of the

@@ -149,6 +149,8 @@ def _err(got: Any, want: Any, floor: float = 0.0) -> float:
         return float("inf")
     if not want.size:
         return 0.0
+    if not np.all(np.isfinite(got)):
+        return float("inf")  # max() over errors would drop a NaN
     scale = max(float(np.max(np.abs(want))), floor)
     diff = float(np.max(np.abs(got - want)))
     return diff / scale if scale > 0 else diff
